@@ -1,0 +1,52 @@
+# Two commands a new user needs:  `make demo`  and  `make test`.
+# Each creates or updates .venv/ from requirements.lock by itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+.PHONY: demo test lint lock bench bench-web bench-batch bench-stream clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Re-installs whenever the lock file or the project metadata changes.
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/ridecast demo
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+	$(BIN)/mypy
+
+# Re-resolve the pins after editing pyproject.toml.
+lock: | $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o requirements.lock -q
+
+bench: bench-web bench-batch bench-stream
+
+bench-web: $(VENV)/.installed
+	$(BIN)/python bench/web.py
+
+bench-batch: $(VENV)/.installed
+	$(BIN)/python bench/batch.py
+
+bench-stream: $(VENV)/.installed
+	$(BIN)/python bench/stream.py
+
+clean:
+	rm -rf .ridecast .pytest_cache .mypy_cache .ruff_cache
