@@ -8,12 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RIDECAST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RIDECAST_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(
         default=Path(".ridecast"),
@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     )
     tracking_uri: str | None = Field(
         default=None,
+        validation_alias=AliasChoices(
+            "MLFLOW_TRACKING_URI", "RIDECAST_TRACKING_URI", "tracking_uri"
+        ),
         description="MLflow tracking/registry URI. MLFLOW_TRACKING_URI wins if set; "
         "default: sqlite:///<home>/mlflow.db with artifacts in <home>/mlartifacts.",
     )
@@ -34,6 +37,7 @@ class Settings(BaseSettings):
     )
     broker_url: str = Field(
         default="memory://",
+        validation_alias=AliasChoices("RIDECAST_BROKER_URL", "REDIS_URL", "broker_url"),
         description="Stream broker: memory:// (in-process) or redis://host:port/db.",
     )
 

@@ -1,0 +1,121 @@
+"""``ridecast demo``: the whole tour on embedded defaults, in one straight line.
+
+1. synthesize two TLC-schema months;  2. train and register v1 (champion) and a better v2
+(challenger);  3. run every deployment mode against the registry.  Each mode contributes one
+step function ``demo_step(ctx)`` in its own package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ridecast.data.schema import Month, TaxiType
+from ridecast.settings import Settings
+
+TRAIN_MONTH = Month(2025, 1)
+VALID_MONTH = Month(2025, 2)
+# The modes' demo steps, run in this order when their package is present.
+MODE_STEPS = ("ridecast.web.demo", "ridecast.batch.demo", "ridecast.stream.demo")
+
+
+@dataclass
+class DemoContext:
+    """What the steps share: where things are, and what the earlier steps made."""
+
+    console: Console
+    settings: Settings
+    registry: Any
+    taxi_type: TaxiType = TaxiType.GREEN
+    train_month: Month = TRAIN_MONTH
+    valid_month: Month = VALID_MONTH
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.resolved_data_dir
+
+
+def run_demo(console: Console, *, workdir: Path | None = None, rows: int = 60_000) -> DemoContext:
+    from ridecast.data.synth import synthesize_month, write_month
+    from ridecast.registry import Registry
+    from ridecast.training import train_model
+
+    started = time.perf_counter()
+    home = workdir or Path(".ridecast/demo")
+    shutil.rmtree(home, ignore_errors=True)  # the demo's own directory: every run starts clean
+    settings = Settings(home=home, tracking_uri=None, data_dir=None, prediction_log_url=None)
+    ctx = DemoContext(console, settings, Registry(settings))
+    console.rule("[bold]ridecast demo")
+    console.print(f"workdir {home.resolve()}  ·  registry {ctx.registry.tracking_uri}")
+
+    for month, seed in ((ctx.train_month, 1), (ctx.valid_month, 2)):
+        t0 = time.perf_counter()
+        path = write_month(
+            synthesize_month(ctx.taxi_type, month, rows, seed=seed),
+            ctx.data_dir,
+            ctx.taxi_type,
+            month,
+        )
+        console.print(
+            f"[green]✓[/] synthesized {path.name}: {rows:,} rides ({time.perf_counter() - t0:.1f}s)"
+        )
+
+    plan = [
+        ("ride-duration", "linear", "champion"),
+        ("ride-duration", "gbm", "challenger"),
+        ("ride-tip", "linear", "champion"),
+        ("ride-cost", "linear", "champion"),
+    ]
+    table = Table(
+        "model", "version", "alias", "algorithm", "valid RMSE", "std of target", "RMSE/std"
+    )
+    for name, algorithm, alias in plan:
+        result = train_model(
+            name,
+            ctx.taxi_type,
+            ctx.train_month,
+            ctx.valid_month,
+            settings=settings,
+            data_dir=ctx.data_dir,
+            algorithm=algorithm,
+            alias=alias,
+            registry=ctx.registry,
+        )
+        ctx.results[f"{name}@{alias}"] = result
+        m = result.metrics
+        table.add_row(
+            name,
+            f"v{result.version}",
+            alias,
+            algorithm,
+            f"{m['rmse']:.3f}",
+            f"{m['target_std']:.3f}",
+            f"{m['rmse_over_std']:.2f}",
+        )
+    console.print(table)
+    champion = ctx.results["ride-duration@champion"].metrics
+    challenger = ctx.results["ride-duration@challenger"].metrics
+    console.print(
+        f"ride-duration: champion RMSE {champion['rmse']:.2f} min vs std {champion['target_std']:.2f} min "
+        f"(ratio {champion['rmse_over_std']:.2f}); challenger RMSE {challenger['rmse']:.2f} min"
+    )
+
+    for module_name in MODE_STEPS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.demo_step(ctx)
+
+    console.rule(f"demo finished in {time.perf_counter() - started:.1f}s")
+    return ctx
