@@ -109,8 +109,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     for name, algorithm, alias in (
         ("ride-duration", "linear", "champion"),
         ("ride-duration", "gbm", "challenger"),
-        ("ride-tip", "linear", "champion"),
-        ("ride-cost", "linear", "champion"),
+        ("ride-tip", "ridge", "champion"),
+        ("ride-cost", "ridge", "champion"),
     ):
         train_model(
             name,

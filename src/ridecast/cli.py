@@ -30,7 +30,8 @@ models_app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
-console = Console()
+# Piped output gets room for whole tables instead of Rich's 80-column fallback.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
 
 DataDirOption = Annotated[

@@ -71,8 +71,8 @@ def run_demo(console: Console, *, workdir: Path | None = None, rows: int = 60_00
     plan = [
         ("ride-duration", "linear", "champion"),
         ("ride-duration", "gbm", "challenger"),
-        ("ride-tip", "linear", "champion"),
-        ("ride-cost", "linear", "champion"),
+        ("ride-tip", "ridge", "champion"),
+        ("ride-cost", "ridge", "champion"),
     ]
     table = Table(
         "model", "version", "alias", "algorithm", "valid RMSE", "std of target", "RMSE/std"
@@ -104,7 +104,8 @@ def run_demo(console: Console, *, workdir: Path | None = None, rows: int = 60_00
     champion = ctx.results["ride-duration@champion"].metrics
     challenger = ctx.results["ride-duration@challenger"].metrics
     console.print(
-        f"ride-duration: champion RMSE {champion['rmse']:.2f} min vs std {champion['target_std']:.2f} min "
+        f"ride-duration: champion RMSE {champion['rmse']:.2f} min "
+        f"vs std {champion['target_std']:.2f} min "
         f"(ratio {champion['rmse_over_std']:.2f}); challenger RMSE {challenger['rmse']:.2f} min"
     )
 

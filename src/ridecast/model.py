@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.pipeline import Pipeline
@@ -27,7 +27,7 @@ TARGETS: dict[str, str] = {
 }
 
 
-class RideModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class RideModel(PythonModel):  # type: ignore[misc]
     """A fitted ride model. ``pipeline`` is either DictVectorizer → regressor (the course's shape)
     or, for tree ensembles, a regressor over the dense ``[PU, DO, distance]`` columns."""
 
@@ -58,7 +58,7 @@ class RideModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         return self._encoder
 
     def _linear_tables(self) -> tuple[np.ndarray, float, float] | None:
-        """For a linear regressor: (coef of each pair column + a 0 slot, distance coef, intercept)."""
+        """Linear regressors: (pair coefs + a 0 slot for unseen pairs, distance coef, intercept)."""
         if self._linear is None and self.uses_vectorizer:
             regressor = self.pipeline.steps[-1][1]
             if isinstance(regressor, LinearRegression | Ridge) and len(self.pipeline.steps) == 2:

@@ -79,8 +79,9 @@ def configure_mlflow(settings: Settings) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # MLflow's own INFO chatter (migrations, run links) is noise in a CLI.
+    # (Its cloudpickle advice is moot here: models load only from the registry.)
     for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"mlflow\..*")
     return uri
 
@@ -138,7 +139,8 @@ class Registry:
             raise ModelError(f"models:/{ref.name}/{version} could not be loaded: {exc}") from exc
         if not isinstance(model, RideModel):
             raise ModelError(
-                f"models:/{ref.name}/{version} is a {type(model).__name__}, not a ridecast RideModel"
+                f"models:/{ref.name}/{version} is a {type(model).__name__}, "
+                "not a ridecast RideModel"
             )
         metrics: dict[str, float] = {}
         if mv.run_id:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,14 +18,15 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from ridecast import __version__
 from ridecast.data.schema import Month, TaxiType
 from ridecast.errors import DataError, RidecastError
 from ridecast.features import (
     DISTANCE_FEATURE,
-    PAIR_FEATURE,
     FEATURE_COLUMNS,
+    PAIR_FEATURE,
     PairEncoder,
     RideArrays,
 )
@@ -32,6 +35,7 @@ from ridecast.registry import Registry, ensure_experiment
 from ridecast.settings import Settings
 
 ALGORITHMS = ("linear", "ridge", "gbm")
+MAX_TRAINING_DISTANCE = 100.0  # miles; longer "rides" in TLC files are meter errors
 # Column of the canonical trip frame that each model learns, and its sane range for training.
 TARGET_COLUMNS: dict[str, tuple[str, float, float]] = {
     "duration": ("duration", 1.0, 60.0),
@@ -54,7 +58,8 @@ def _training_frame(df: pd.DataFrame, target: str) -> tuple[RideArrays, np.ndarr
 
     column, low, high = TARGET_COLUMNS[target]
     df = filter_training(df)
-    df = df[df["trip_distance"].notna()]
+    # Odometer glitches (thousands of miles) would dominate a least-squares fit.
+    df = df[df["trip_distance"].between(0.0, MAX_TRAINING_DISTANCE)]
     y = df[column].to_numpy(dtype=np.float64, na_value=np.nan)
     keep = np.isfinite(y) & (y >= low) & (y <= high)
     df = df[keep]
@@ -70,7 +75,7 @@ def build_model(algorithm: str, arrays: RideArrays, y: np.ndarray, target: str) 
             {PAIR_FEATURE: f"{p // 1000}_{p % 1000}", DISTANCE_FEATURE: 1.0} for p in pairs
         ]
         vectorizer = DictVectorizer().fit(vocabulary_rows)
-        regressor = LinearRegression() if algorithm == "linear" else Ridge(alpha=1.0)
+        regressor = LinearRegression() if algorithm == "linear" else Ridge(alpha=5.0)
         regressor.fit(PairEncoder(vectorizer).encode(arrays), y)
         return RideModel(
             Pipeline([("vectorizer", vectorizer), ("regressor", regressor)]), target, algorithm
@@ -78,9 +83,11 @@ def build_model(algorithm: str, arrays: RideArrays, y: np.ndarray, target: str) 
     if algorithm == "gbm":
         dense = np.column_stack([arrays.pu, arrays.do, arrays.distance]).astype(np.float64)
         regressor = HistGradientBoostingRegressor(
-            max_iter=300, learning_rate=0.1, max_leaf_nodes=63, random_state=0
+            max_iter=100, learning_rate=0.1, max_leaf_nodes=31, random_state=0
         )
-        regressor.fit(dense, y)
+        # OpenMP threads spin against other busy processes (a 1 s fit took 25 s under load).
+        with threadpool_limits(limits=1, user_api="openmp"):
+            regressor.fit(dense, y)
         return RideModel(regressor, target, algorithm)
     raise RidecastError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
 
@@ -113,7 +120,7 @@ def train_model(
     registry: Registry | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train ``name`` (ride-duration, ride-tip or ride-cost), register a new version, set ``alias``."""
+    """Train ``name`` (ride-duration, ride-tip or ride-cost); register a version; set ``alias``."""
     if name not in TARGETS:
         raise RidecastError(f"unknown model {name!r}; expected one of {', '.join(TARGETS)}")
     if algorithm not in ALGORITHMS:
@@ -171,17 +178,19 @@ def train_model(
             }
         )
         mlflow.log_metrics(metrics)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model,
-            signature=signature,
-            registered_model_name=name,
-            pip_requirements=[
-                f"ridecast=={__version__}",
-                f"scikit-learn=={sklearn.__version__}",
-                f"mlflow=={mlflow.__version__}",
-            ],
-        )
+        # MLflow prints "Successfully registered model ..." straight to stderr; we report instead.
+        with contextlib.redirect_stderr(io.StringIO()):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=model,
+                signature=signature,
+                registered_model_name=name,
+                pip_requirements=[
+                    f"ridecast=={__version__}",
+                    f"scikit-learn=={sklearn.__version__}",
+                    f"mlflow=={mlflow.__version__}",
+                ],
+            )
     version = str(info.registered_model_version)
     if alias:
         registry.set_alias(name, alias, version)

@@ -1,0 +1,5 @@
+"""``python -m ridecast`` runs the CLI."""
+
+from ridecast.cli import main
+
+main()
