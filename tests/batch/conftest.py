@@ -1,0 +1,132 @@
+"""Fixtures of the batch tests: a real predictor from the real registry, and dirty TLC months."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ridecast.batch.models import load_predictor
+from ridecast.data.schema import Month, TaxiType
+from ridecast.data.synth import synthesize_month
+from ridecast.predictor import Predictor
+
+from ..conftest import Trained
+
+MONTH = Month(2025, 2)
+
+# Rows of the dirty month that carry one kind of dirt each, and the reason they must get.
+DIRT: dict[int, str] = {
+    0: "missing_zone",  # null PULocationID
+    1: "missing_zone",  # null DOLocationID
+    2: "unknown_zone",  # zone 0
+    3: "unknown_zone",  # zone 300
+    4: "missing_distance",  # NaN
+    5: "missing_distance",  # null
+    6: "negative_distance",
+    7: "missing_time",  # null pickup
+    8: "duration_out_of_range",  # dropoff before pickup
+    9: "duration_out_of_range",  # zero-length ride
+    10: "duration_out_of_range",  # meter left running for 5 hours
+    11: "pickup_outside_month",  # device clock years back
+    12: "pickup_outside_month",  # next month
+    13: "missing_zone",  # null zone AND negative distance: the first reason wins
+}
+HUGE_DISTANCE_ROW = 14  # 5,000 miles: absurd but scoreable, so it is scored, not dropped
+
+
+@pytest.fixture(scope="session")
+def predictor(trained: Trained) -> Predictor:
+    return load_predictor(trained.settings, "models:/ride-duration@champion", use_cache=False)
+
+
+@pytest.fixture(scope="session")
+def challenger(trained: Trained) -> Predictor:
+    return load_predictor(trained.settings, "models:/ride-duration@challenger", use_cache=False)
+
+
+def _set(table: pa.Table, column: str, values: dict[int, object]) -> pa.Table:
+    data = table.column(column).to_pylist()
+    for row, value in values.items():
+        data[row] = value
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, column, pa.array(data, type=table.schema.field(column).type))
+
+
+def make_dirty_month(rows: int = 3000, seed: int = 7) -> pa.Table:
+    """A green month in TLC's exact schema with every kind of dirt real months have."""
+    table = synthesize_month(TaxiType.GREEN, MONTH, rows, seed=seed)
+    ok_pickup = datetime(2025, 2, 10, 12, 0)
+    # Give the dirty rows a plain 10-minute ride first, so only the injected dirt counts.
+    plain = dict.fromkeys(range(15), ok_pickup)
+    table = _set(table, "lpep_pickup_datetime", plain)
+    table = _set(
+        table,
+        "lpep_dropoff_datetime",
+        {row: datetime(2025, 2, 10, 12, 10) for row in range(15)},
+    )
+    table = _set(table, "PULocationID", {r: 74 for r in range(15)} | {0: None, 2: 0, 13: None})
+    table = _set(table, "DOLocationID", {r: 75 for r in range(15)} | {1: None, 3: 300})
+    table = _set(
+        table,
+        "trip_distance",
+        {r: 2.5 for r in range(15)} | {4: float("nan"), 5: None, 6: -1.2, 13: -3.0, 14: 5000.0},
+    )
+    table = _set(table, "lpep_pickup_datetime", {7: None})
+    table = _set(
+        table,
+        "lpep_dropoff_datetime",
+        {
+            8: datetime(2025, 2, 10, 11, 50),
+            9: ok_pickup,
+            10: datetime(2025, 2, 10, 17, 0),
+        },
+    )
+    table = _set(
+        table,
+        "lpep_pickup_datetime",
+        {11: datetime(2011, 2, 10, 12, 0), 12: datetime(2025, 3, 1, 0, 5)},
+    )
+    table = _set(
+        table,
+        "lpep_dropoff_datetime",
+        {11: datetime(2011, 2, 10, 12, 10), 12: datetime(2025, 3, 1, 0, 15)},
+    )
+    return table  # rows after 14 keep the synthetic month's own (realistic) dirt
+
+
+@pytest.fixture
+def dirty_file(tmp_path: Path) -> Path:
+    path = tmp_path / "green_tripdata_2025-02.parquet"
+    pq.write_table(make_dirty_month(), path)
+    return path
+
+
+def expected_reasons(table: pa.Table) -> np.ndarray:
+    """The reason each row must get, computed independently of the job, row by row."""
+    out = []
+    start, end = datetime(2025, 2, 1), datetime(2025, 3, 1)
+    for r in table.to_pylist():
+        pickup, dropoff = r["lpep_pickup_datetime"], r["lpep_dropoff_datetime"]
+        pu, do, dist = r["PULocationID"], r["DOLocationID"], r["trip_distance"]
+        if pickup is None or dropoff is None:
+            out.append("missing_time")
+        elif not start <= pickup < end:
+            out.append("pickup_outside_month")
+        elif pu is None or do is None:
+            out.append("missing_zone")
+        elif not (1 <= pu <= 265 and 1 <= do <= 265):
+            out.append("unknown_zone")
+        elif dist is None or dist != dist:
+            out.append("missing_distance")
+        elif dist < 0:
+            out.append("negative_distance")
+        elif not 1 <= (dropoff - pickup).total_seconds() / 60 <= 60:
+            out.append("duration_out_of_range")
+        else:
+            out.append("")
+    return np.array(out, dtype=object)

@@ -1,0 +1,208 @@
+"""Parquet folders, SQLite and PostgreSQL as sinks and sources: reruns replace, never duplicate."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ridecast.batch.job import score_month
+from ridecast.batch.sinks import DirectorySink, MonthKey, SqlSink, open_sink
+from ridecast.batch.sources import open_source
+from ridecast.data.schema import TaxiType
+from ridecast.errors import DataError
+from ridecast.predictor import Predictor
+
+from ..conftest import Trained
+from .conftest import MONTH, make_dirty_month
+
+GREEN = TaxiType.GREEN
+
+
+def _source(spec: str | Path, table: str = "trips"):  # type: ignore[no-untyped-def]
+    return open_source(str(spec), taxi_type=GREEN, month=MONTH, data_dir=Path("."), table=table)
+
+
+def _month_file(trained: Trained) -> Path:
+    return trained.data_dir / "green_tripdata_2025-02.parquet"
+
+
+def test_folder_rerun_replaces_the_month_and_versions_sit_side_by_side(
+    trained: Trained, predictor: Predictor, challenger: Predictor, tmp_path: Path
+) -> None:
+    sink = DirectorySink(tmp_path / "out")
+    first = score_month(GREEN, MONTH, predictor, _source(_month_file(trained)), sink)
+    second = score_month(GREEN, MONTH, predictor, _source(_month_file(trained)), sink)
+    other = score_month(GREEN, MONTH, challenger, _source(_month_file(trained)), sink)
+
+    key = MonthKey(GREEN, MONTH, predictor.name, predictor.version, "")
+    partition = sink.partition(key)
+    assert sorted(p.name for p in partition.iterdir()) == [
+        f"ride-duration-v{predictor.version}.parquet",
+        f"ride-duration-v{challenger.version}.parquet",
+    ]
+    table = pq.read_table(sink.path(key))
+    assert table.num_rows == first.rows_scored == second.rows_scored
+    assert set(table["run_id"].to_pylist()) == {second.run_id}  # replaced, not appended
+    both = pd.read_parquet(partition)
+    assert len(both) == first.rows_scored + other.rows_scored
+    assert not both.duplicated(["ride_id", "model_version"]).any()
+    assert sink.completed(key) is not None
+    assert sink.completed(key)["run_id"] == second.run_id  # type: ignore[index]
+    assert not any((tmp_path / "out" / ".staging").iterdir())
+
+
+def _sql_counts(sink: SqlSink, version: str) -> tuple[int, int, int]:
+    if sink.backend == "sqlite":
+        connection = sqlite3.connect(sink.target)
+    else:
+        import psycopg
+
+        connection = psycopg.connect(sink.target)  # type: ignore[assignment]
+    try:
+        mark = "?" if sink.backend == "sqlite" else "%s"
+        total, distinct = connection.execute(
+            f"SELECT count(*), count(DISTINCT ride_id) FROM {sink.table} "
+            f"WHERE model_version = {mark}",
+            (version,),
+        ).fetchone()
+        rejects = connection.execute(
+            f"SELECT count(*) FROM {sink.rejects_table} WHERE model_version = {mark}", (version,)
+        ).fetchone()[0]
+        return int(total), int(distinct), int(rejects)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def pg_tables(postgres_url: str, unique_name: str) -> Iterator[tuple[str, str, str]]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    tables = (f"{unique_name}_pred", f"{unique_name}_rej")
+    yield postgres_url, *tables
+    target = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(target) as connection:
+        for table in tables:
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
+        connection.execute("DELETE FROM ride_batch_runs WHERE sink_table = %s", (tables[0],))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sql_sink_rerun_makes_no_duplicates(
+    backend: str,
+    trained: Trained,
+    predictor: Predictor,
+    challenger: Predictor,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    if backend == "sqlite":
+        sink = open_sink(f"sqlite:///{tmp_path / 'scores.db'}")
+    else:
+        url, table, rejects = request.getfixturevalue("pg_tables")
+        sink = open_sink(url, table=table, rejects_table=rejects)
+    assert isinstance(sink, SqlSink)
+    first = score_month(GREEN, MONTH, predictor, _source(_month_file(trained)), sink)
+    assert _sql_counts(sink, predictor.version) == (
+        first.rows_scored,
+        first.rows_scored,
+        first.rows_rejected,
+    )
+    second = score_month(GREEN, MONTH, predictor, _source(_month_file(trained)), sink)
+    assert _sql_counts(sink, predictor.version) == (
+        first.rows_scored,
+        first.rows_scored,
+        first.rows_rejected,
+    )
+    score_month(GREEN, MONTH, challenger, _source(_month_file(trained)), sink)
+    assert _sql_counts(sink, predictor.version)[0] == first.rows_scored  # v2 did not touch v1
+    key = MonthKey(GREEN, MONTH, predictor.name, predictor.version, "")
+    record = sink.completed(key)
+    assert record is not None and record["run_id"] == second.run_id
+    assert record["rows_read"] == first.rows_read
+
+
+def _write_trips(url: str, table: str, frame: pd.DataFrame) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        frame.to_sql(table, engine, index=False, if_exists="replace", chunksize=5000)
+    finally:
+        engine.dispose()
+
+
+def _drop(url: str, table: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sql_source_scores_like_the_parquet_file(
+    backend: str,
+    predictor: Predictor,
+    tmp_path: Path,
+    unique_name: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    month = make_dirty_month(rows=4000, seed=11)
+    pq.write_table(month, tmp_path / "month.parquet")
+    frame = month.to_pandas()
+    frame.insert(0, "source_row", np.arange(len(frame)))  # keeps the rows' order, so ride ids
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'trips.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    _write_trips(url, unique_name, frame)
+    request.addfinalizer(lambda: _drop(url, unique_name) if backend == "postgresql" else None)
+    from_file = DirectorySink(tmp_path / "a")
+    from_sql = DirectorySink(tmp_path / "b")
+    file_summary = score_month(
+        GREEN, MONTH, predictor, _source(tmp_path / "month.parquet"), from_file
+    )
+    sql_summary = score_month(
+        GREEN, MONTH, predictor, _source(url, table=unique_name), from_sql, chunk_rows=1000
+    )
+    key = MonthKey(GREEN, MONTH, predictor.name, predictor.version, "")
+    a = pq.read_table(from_file.path(key)).to_pandas()
+    b = pq.read_table(from_sql.path(key)).to_pandas()
+    columns = ["pickup_datetime", "PULocationID", "DOLocationID", "predicted_duration", "diff"]
+    pd.testing.assert_frame_equal(a[columns], b[columns])
+    # SQL ride ids count the month's rows in the table's key order: unique and stable.
+    assert b["ride_id"].is_unique and b["ride_id"].is_monotonic_increasing
+    again = DirectorySink(tmp_path / "c")
+    score_month(GREEN, MONTH, predictor, _source(url, table=unique_name), again)
+    assert pq.read_table(again.path(key))["ride_id"].to_pylist() == b["ride_id"].tolist()
+    # The SQL query selects the month by pickup time: other months' rows, and rows without a
+    # pickup time, are not part of the month's input there.
+    outside = file_summary.rejected["pickup_outside_month"] + file_summary.rejected["missing_time"]
+    assert outside > 0
+    assert sql_summary.rows_read == file_summary.rows_read - outside
+    assert sql_summary.rejected["pickup_outside_month"] == 0
+    assert sql_summary.rows_read == sql_summary.rows_scored + sql_summary.rows_rejected
+
+
+def test_bad_sinks_are_refused_with_what_was_expected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="expected sqlite:///FILE"):
+        open_sink("mysql://u@h/db")
+    with pytest.raises(DataError, match="not a plain table name"):
+        open_sink(f"sqlite:///{tmp_path / 'x.db'}", table="x; DROP TABLE y")
+    with pytest.raises(DataError, match="does not exist"):
+        open_sink(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="is a file"):
+        open_sink(tmp_path / "file")
+    with pytest.raises(DataError, match="not a supported database"):
+        open_source("mysql://u@h/db", taxi_type=GREEN, month=MONTH, data_dir=tmp_path)
