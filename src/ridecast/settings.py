@@ -41,6 +41,86 @@ class Settings(BaseSettings):
         description="Stream broker: memory:// (in-process) or redis://host:port/db.",
     )
 
+    # --- web service (`ridecast serve`); the CLI's options override these ---
+    serve_models: str = Field(
+        default="models:/ride-duration@champion",
+        description="Comma-separated model URIs the web service loads; the first answers /predict "
+        "and /invocations.",
+    )
+    serve_workers: int = Field(default=2, ge=1, description="Worker processes of `ridecast serve`.")
+    serve_batching: bool = Field(
+        default=True, description="Coalesce concurrent single-ride requests into one model call."
+    )
+    serve_max_batch_size: int = Field(default=256, ge=1, description="Largest micro-batch.")
+    serve_max_batch_time_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="Longest a request waits for companions; 0 = batch only the requests that "
+        "arrived in the same event-loop turn (adds no latency).",
+    )
+    serve_watch_interval: float = Field(
+        default=2.0, ge=0.0, description="Seconds between alias checks (0 = no hot reload)."
+    )
+    serve_max_body_bytes: int = Field(default=2_097_152, ge=1024, description="Request size cap.")
+    serve_max_rides: int = Field(default=10_000, ge=1, description="Rides per request cap.")
+    serve_log_predictions: bool = Field(
+        default=True, description="Write every prediction to the prediction log."
+    )
+    serve_shutdown_delay: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Seconds to keep serving (with /health/ready false) after SIGTERM.",
+    )
+
+    # --- streaming (ridecast.stream) ---
+    stream_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Events a consumer reads, predicts and acknowledges at once; also the cap "
+        "on its in-flight (read, unacknowledged) events.",
+    )
+    stream_block_ms: int = Field(
+        default=500, ge=1, le=5_000, description="How long a read waits for the first event."
+    )
+    stream_claim_idle_ms: int = Field(
+        default=30_000,
+        ge=50,
+        description="An event left unacknowledged this long (its consumer died) is claimed by "
+        "another consumer of the group.",
+    )
+    stream_max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="An event delivered more often than this goes to the dead-letter stream.",
+    )
+    stream_retention: int = Field(
+        default=1_000_000,
+        ge=100,
+        description="Output and dead-letter streams keep about this many entries (MAXLEN ~).",
+    )
+    lambda_model_uri: str = Field(
+        default="models:/ride-duration@champion",
+        validation_alias=AliasChoices(
+            "RIDECAST_MODEL_URI", "RIDECAST_LAMBDA_MODEL_URI", "lambda_model_uri"
+        ),
+        description="Model the Lambda-compatible handler loads once per container.",
+    )
+
+    # --- batch scoring (ridecast.batch) ---
+    batch_chunk_rows: int = Field(
+        default=250_000,
+        ge=100,
+        le=5_000_000,
+        description="Rows read, scored and written at a time; bounds the job's memory.",
+    )
+    batch_model_cache: bool = Field(
+        default=True,
+        description="Keep each registered version's model under <home>/cache/models so later "
+        "jobs skip MLflow's loading path (the registry still says which version to use).",
+    )
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else self.home / "data"
