@@ -1,0 +1,355 @@
+"""Web benchmark: ridecast serve vs. the course's Flask + gunicorn vs. a bare ASGI ceiling.
+
+    .venv/bin/python bench/web.py [--duration 10] [--runs 2] [--concurrency 1,16,64]
+
+Each server gets the same trained model (ride-duration@champion, linear, in a bench registry under
+``.ridecast/bench``), is started alone on 127.0.0.1, warmed up, and loaded with ``wrk -t1``
+(keep-alive, single-ride POST bodies) at each concurrency. Servers are restarted for every run
+and the runs are interleaved, so a noisy neighbour hurts all three alike. ridecast runs with its
+defaults: 2 workers, micro-batching, metrics and the SQLite prediction log on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RIDE = b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}'
+LUA = f"""wrk.method = "POST"
+wrk.body = '{RIDE.decode()}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+SERVERS = ("ridecast", "flask", "bare")
+LABELS = {
+    "ridecast": "ridecast serve (2 workers)",
+    "flask": "course Flask + gunicorn (2 sync workers)",
+    "bare": "bare ASGI, uvicorn 2 workers (ceiling)",
+}
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Result:
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(r.rps for r in self.runs)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(r.p50_ms for r in self.runs)
+
+    @property
+    def p99(self) -> float:
+        return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def spread(self) -> str:
+        low, high = min(r.rps for r in self.runs), max(r.rps for r in self.runs)
+        return f"{low:,.0f}–{high:,.0f}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_model(home: Path) -> dict[str, str]:
+    """A bench registry with ride-duration@champion (linear, the course's model)."""
+    from ridecast.data.schema import Month, TaxiType
+    from ridecast.data.synth import synthesize_month, write_month
+    from ridecast.errors import ModelError
+    from ridecast.registry import ModelRef, Registry
+    from ridecast.settings import Settings
+    from ridecast.training import train_model
+
+    settings = Settings(home=home, tracking_uri=None, data_dir=None, prediction_log_url=None)
+    registry = Registry(settings)
+    try:
+        registry.resolve(ModelRef("ride-duration", "champion"))
+    except ModelError:
+        print("training the bench model (once) ...", flush=True)
+        for month, seed in ((Month(2025, 1), 1), (Month(2025, 2), 2)):
+            write_month(
+                synthesize_month(TaxiType.GREEN, month, 60_000, seed=seed),
+                settings.resolved_data_dir,
+                TaxiType.GREEN,
+                month,
+            )
+        train_model(
+            "ride-duration",
+            TaxiType.GREEN,
+            Month(2025, 1),
+            Month(2025, 2),
+            settings=settings,
+            data_dir=settings.resolved_data_dir,
+            algorithm="linear",
+            alias="champion",
+            registry=registry,
+        )
+    env = dict(os.environ)
+    env.update(
+        {
+            "RIDECAST_HOME": str(home),
+            "MLFLOW_TRACKING_URI": registry.tracking_uri,
+            "RIDECAST_PREDICTION_LOG_URL": f"sqlite:///{home / 'bench-predictions.db'}",
+        }
+    )
+    env.pop("RIDECAST_SERVE_WORKERS", None)
+    return env
+
+
+def command(server: str, port: int) -> list[str]:
+    baselines = str(ROOT / "bench" / "baselines")
+    if server == "ridecast":
+        return [str(BIN / "ridecast"), "serve", "--port", str(port), "--workers", "2"]
+    if server == "flask":
+        return [
+            str(BIN / "gunicorn"),
+            "--workers",
+            "2",
+            "--no-control-socket",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            baselines,
+            "--log-level",
+            "warning",
+            "flask_predict:app",
+        ]
+    return [
+        str(BIN / "uvicorn"),
+        "--workers",
+        "2",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--lifespan",
+        "off",
+        "--log-level",
+        "warning",
+        "--app-dir",
+        baselines,
+        "--port",
+        str(port),
+        "bare_asgi:app",
+    ]
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode} before answering: {url}")
+        try:
+            request = urllib.request.Request(
+                url, RIDE, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"no answer from {url} within {timeout:.0f}s")
+
+
+def parse_wrk(text: str) -> Run:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if match is None:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return Run(rps, percentile("50"), percentile("99"), errors)
+
+
+def wrk(url: str, concurrency: int, duration: float, script: Path) -> Run:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{duration:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=True,
+    )
+    return parse_wrk(out.stdout)
+
+
+def bench_server(
+    server: str,
+    env: dict[str, str],
+    concurrencies: list[int],
+    duration: float,
+    script: Path,
+    results: dict[tuple[str, int], Result],
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/predict"
+    process = subprocess.Popen(
+        command(server, port),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_ready(url, process)
+        wrk(url, 16, 2, script)  # warm-up: every worker connected and jitted
+        for c in concurrencies:
+            run = wrk(url, c, duration, script)
+            results.setdefault((server, c), Result()).runs.append(run)
+            print(
+                f"  {server:8s} c={c:<3d} {run.rps:>9,.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}",
+                flush=True,
+            )
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def table(results: dict[tuple[str, int], Result], concurrencies: list[int]) -> str:
+    lines = [
+        "| server | concurrency | req/s (median) | req/s spread (min–max) | p50 ms | p99 ms "
+        "| × Flask | × bare ASGI |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in concurrencies:
+        flask, bare = results.get(("flask", c)), results.get(("bare", c))
+        for server in SERVERS:
+            r = results.get((server, c))
+            if r is None:
+                continue
+            vs_flask = f"{r.rps / flask.rps:.2f}" if flask else "–"
+            vs_bare = f"{r.rps / bare.rps:.2f}" if bare else "–"
+            lines.append(
+                f"| {LABELS[server]} | {c} | {r.rps:,.0f} | {r.spread} | {r.p50:.2f} | "
+                f"{r.p99:.2f} | {vs_flask} | {vs_bare} |"
+            )
+    return "\n".join(lines)
+
+
+def verdict(results: dict[tuple[str, int], Result]) -> list[str]:
+    out = []
+    ours, flask, bare = (results.get((s, 64)) for s in SERVERS)
+    if ours and flask:
+        ratio = ours.rps / flask.rps
+        worst = min(r.rps for r in ours.runs) / max(r.rps for r in flask.runs)
+        out.append(
+            f"goal ≥ 5× Flask at c=64: {ratio:.2f}× (worst run vs best run {worst:.2f}×) → "
+            f"{'met' if ratio >= 5 else 'NOT met'}; p99 {ours.p99:.2f} ms vs {flask.p99:.2f} ms → "
+            f"{'no worse' if ours.p99 <= flask.p99 else 'WORSE'}"
+        )
+    if ours and bare:
+        ratio = ours.rps / bare.rps
+        out.append(
+            f"goal ≥ 0.5× bare ASGI at c=64: {ratio:.2f}× → {'met' if ratio >= 0.5 else 'NOT met'}"
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=2, help="runs per server and concurrency")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated levels")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="subset to run")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".ridecast" / "bench")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    servers = [s for s in SERVERS if s in args.servers.split(",")]
+
+    env = ensure_model(args.workdir.resolve())
+    log_db = Path(env["RIDECAST_PREDICTION_LOG_URL"].removeprefix("sqlite:///"))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{log_db}{suffix}").unlink(missing_ok=True)
+    load = os.getloadavg()
+    print(
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} before the run; "
+        f"{args.runs} runs × {args.duration:g}s per server and concurrency",
+        flush=True,
+    )
+    results: dict[tuple[str, int], Result] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(LUA)
+        for run in range(args.runs):
+            print(f"run {run + 1}/{args.runs}", flush=True)
+            for server in servers:
+                bench_server(server, env, concurrencies, args.duration, script, results)
+
+    logged = 0
+    if "ridecast" in servers and log_db.exists():
+        import sqlite3
+
+        with sqlite3.connect(log_db) as db:
+            logged = int(db.execute("select count(*) from predictions").fetchone()[0])
+    text = table(results, concurrencies)
+    lines = [
+        text,
+        "",
+        *verdict(results),
+        f"prediction log rows written by ridecast during the runs: {logged:,}",
+        f"load average after: {os.getloadavg()[0]:.2f}",
+    ]
+    print("\n" + "\n".join(lines))
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out_dir / f"web-{stamp}.md").write_text("\n".join(lines) + "\n")
+    raw = {f"{s}@c{c}": [r.__dict__ for r in res.runs] for (s, c), res in sorted(results.items())}
+    (out_dir / f"web-{stamp}.json").write_text(json.dumps(raw, indent=1))
+    print(f"\nsaved bench/results/web-{stamp}.md")
+
+
+if __name__ == "__main__":
+    main()
