@@ -14,9 +14,16 @@ from .conftest import Trained
 RIDECAST = [sys.executable, "-m", "ridecast"]
 
 
-def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        RIDECAST + args, env=env or dict(os.environ), cwd=cwd, capture_output=True, text=True, timeout=180
+        RIDECAST + args,
+        env=env or dict(os.environ),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -44,7 +51,9 @@ def test_help_lists_the_commands() -> None:
         (["data", "synth", "--month", "2025-01", "--taxi-type", "purple"], ["purple", "green"]),
     ],
 )
-def test_bad_arguments_end_with_one_clear_line(args: list[str], needles: list[str], tmp_path: Path) -> None:
+def test_bad_arguments_end_with_one_clear_line(
+    args: list[str], needles: list[str], tmp_path: Path
+) -> None:
     assert_one_line_error(run([*args, "--out", str(tmp_path)]), *needles)
 
 
@@ -76,13 +85,35 @@ def test_synth_train_list_on_yellow_months(trained: Trained, tmp_path: Path) -> 
     }
     for month, seed in (("2024-03", "3"), ("2024-04", "4")):
         result = run(
-            ["data", "synth", "--taxi-type", "yellow", "--month", month, "--rows", "8000", "--seed", seed],
+            [
+                "data",
+                "synth",
+                "--taxi-type",
+                "yellow",
+                "--month",
+                month,
+                "--rows",
+                "8000",
+                "--seed",
+                seed,
+            ],
             env=env,
         )
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "data" / f"yellow_tripdata_{month}.parquet").exists()
     result = run(
-        ["train", "ride-duration", "--taxi-type", "yellow", "--train", "2024-03", "--valid", "2024-04", "--alias", "champion"],
+        [
+            "train",
+            "ride-duration",
+            "--taxi-type",
+            "yellow",
+            "--train",
+            "2024-03",
+            "--valid",
+            "2024-04",
+            "--alias",
+            "champion",
+        ],
         env=env,
         cwd=tmp_path,
     )
@@ -90,6 +121,10 @@ def test_synth_train_list_on_yellow_months(trained: Trained, tmp_path: Path) -> 
     assert "registered ride-duration v1 @champion" in result.stdout
     listed = run(["models", "list"], env=env)
     assert listed.returncode == 0
-    assert "ride-duration" in listed.stdout and "champion" in listed.stdout and "yellow 2024-03" in listed.stdout
+    assert (
+        "ride-duration" in listed.stdout
+        and "champion" in listed.stdout
+        and "yellow 2024-03" in listed.stdout
+    )
     unknown = run(["models", "alias", "ride-duration", "champion", "7"], env=env)
     assert_one_line_error(unknown, "ride-duration")

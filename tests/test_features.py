@@ -48,7 +48,12 @@ def test_vectorized_matrix_equals_dictvectorizer(seed: int) -> None:
 @pytest.mark.parametrize("algorithm", ["linear", "ridge", "gbm"])
 def test_fast_predictions_equal_pipeline_predictions(algorithm: str) -> None:
     rides = _random_rides(8_000, 7)
-    y = 4.0 + 2.5 * rides.distance + (rides.pu % 7) + np.random.default_rng(3).normal(0, 2, len(rides))
+    y = (
+        4.0
+        + 2.5 * rides.distance
+        + (rides.pu % 7)
+        + np.random.default_rng(3).normal(0, 2, len(rides))
+    )
     model = build_model(algorithm, rides, y, "duration")
     test = _random_rides(1_000, 8)
     fast = model.predict_arrays(test)
@@ -57,11 +62,16 @@ def test_fast_predictions_equal_pipeline_predictions(algorithm: str) -> None:
     else:
         slow = model.pipeline.predict(np.column_stack([test.pu, test.do, test.distance]))
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9)
-    assert model.predict_arrays(RideArrays(test.pu[:0], test.do[:0], test.distance[:0])).shape == (0,)
+    assert model.predict_arrays(RideArrays(test.pu[:0], test.do[:0], test.distance[:0])).shape == (
+        0,
+    )
 
 
 def test_vocabulary_matches_fitting_on_every_ride() -> None:
     rides = _random_rides(3_000, 11)
     y = rides.distance * 3
     model = build_model("linear", rides, y, "duration")
-    assert model.pipeline.steps[0][1].vocabulary_ == DictVectorizer().fit(rides_to_dicts(rides)).vocabulary_
+    assert (
+        model.pipeline.steps[0][1].vocabulary_
+        == DictVectorizer().fit(rides_to_dicts(rides)).vocabulary_
+    )

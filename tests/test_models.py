@@ -19,7 +19,9 @@ from .conftest import TAXI, VALID_MONTH, Trained
 
 
 def test_parse_model_uri() -> None:
-    assert parse_model_uri("models:/ride-duration@champion") == ModelRef("ride-duration", "champion")
+    assert parse_model_uri("models:/ride-duration@champion") == ModelRef(
+        "ride-duration", "champion"
+    )
     assert parse_model_uri("models:/ride-tip/3") == ModelRef("ride-tip", None, "3")
     assert parse_model_uri("ride-cost") == ModelRef("ride-cost", "champion")
     with pytest.raises(ModelError, match="models:/NAME@ALIAS"):
@@ -85,7 +87,11 @@ def test_pyfunc_loads_in_a_fresh_process(trained: Trained) -> None:
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], env=trained.env(), capture_output=True, text=True, check=True
+        [sys.executable, "-c", script],
+        env=trained.env(),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     values = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(values) == 2

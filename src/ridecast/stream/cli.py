@@ -1,0 +1,399 @@
+"""``ridecast stream …``: produce ride events, run consumers, inspect streams, dedupe outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from ridecast.errors import RidecastError
+
+if TYPE_CHECKING:
+    from ridecast.stream.broker import Broker
+
+stream_app = typer.Typer(
+    help="Ride events through a broker (Redis Streams) to the duration, tip, cost and "
+    "dynamic-duration consumers, at-least-once.",
+    no_args_is_help=True,
+)
+# The services of ridecast.stream.services, named here so bad input fails before slow imports.
+SERVICE_NAMES = ("duration", "tip", "cost", "dynamic-duration")
+console = Console()
+err_console = Console(stderr=True)
+
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="redis://HOST:PORT/DB (env RIDECAST_BROKER_URL or REDIS_URL). memory:// only "
+        "works inside one process (see `ridecast demo`).",
+        show_default=False,
+    ),
+]
+
+
+def _open(url: str | None) -> Broker:
+    from ridecast.settings import get_settings
+    from ridecast.stream.broker import open_broker
+
+    resolved = url or get_settings().broker_url
+    if resolved.startswith("memory://"):
+        raise RidecastError(
+            "the memory:// broker lives inside one process, so separate `ridecast stream` "
+            "commands cannot share it; pass --broker redis://127.0.0.1:6379/0 (or set REDIS_URL)"
+        )
+    return open_broker(resolved)
+
+
+def _log(message: str) -> None:
+    import time
+
+    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
+
+
+@stream_app.command("produce")
+def produce_command(
+    month: Annotated[str, typer.Option("--month", help="Month to replay, YYYY-MM.")] = "2025-02",
+    taxi_type: Annotated[str, typer.Option("--taxi-type", help="green, yellow or fhv.")] = "green",
+    rate: Annotated[
+        str, typer.Option("--rate", help="Events per second, e.g. 500/s, 2k/s, or max.")
+    ] = "500/s",
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Send at most this many rides.")
+    ] = None,
+    broker: BrokerOption = None,
+    stream: Annotated[str, typer.Option("--stream", help="Stream of ride events.")] = "ride_events",
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Also send ride-progress events (at 25/50/75% of each ride) for the "
+            "dynamic-duration service.",
+        ),
+    ] = False,
+    progress_stream: Annotated[
+        str, typer.Option("--progress-stream", help="Stream of ride-progress events.")
+    ] = "ride_progress",
+    dirty: Annotated[
+        bool,
+        typer.Option(
+            "--dirty", help="Send invalid rows too (null zones, bad distances): poison events."
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="TLC month files (env RIDECAST_DATA_DIR).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Replay a month's trips as ride events, {"ride": {...}, "ride_id": ...}, at a rate."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ridecast.stream.producer import parse_rate
+
+    events_per_s = parse_rate(rate)
+    from ridecast.settings import get_settings
+    from ridecast.stream.producer import load_rides, produce
+
+    settings = get_settings()
+    target = _open(broker)
+    target.length(stream)  # fail fast, with the URL, when the broker is not there
+    rides, skipped = load_rides(
+        data_dir or settings.resolved_data_dir, taxi_type, month, limit=limit, dirty=dirty
+    )
+    if skipped and not dirty:
+        console.print(
+            f"skipping {skipped:,} rows that are not valid ride events (--dirty sends them)"
+        )
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(f"→ {stream}", total=len(rides))
+        result = produce(
+            target,
+            rides,
+            stream=stream,
+            rate=events_per_s,
+            progress_stream=progress_stream if progress else None,
+            on_sent=lambda n: bar.advance(task, n),
+            log=_log,
+        )
+    extra = (
+        f" and {result.progress_events:,} progress events to {progress_stream}" if progress else ""
+    )
+    console.print(
+        f"sent {result.events:,} ride events to {stream}{extra} in {result.seconds:.1f}s "
+        f"({result.rate:,.0f} events/s)"
+    )
+
+
+@stream_app.command("consume")
+def consume_command(
+    service: Annotated[
+        str, typer.Option("--service", help="duration, tip, cost or dynamic-duration.")
+    ] = "duration",
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group", help="Consumer group (default: the service name).", show_default=False
+        ),
+    ] = None,
+    consumer: Annotated[
+        str | None,
+        typer.Option(
+            "--consumer", help="This consumer's name (default: host-pid).", show_default=False
+        ),
+    ] = None,
+    broker: BrokerOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model URI (default models:/<service's model>@champion).",
+            show_default=False,
+        ),
+    ] = None,
+    start: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="Where a NEW group starts: earliest (every event in the stream) or latest.",
+        ),
+    ] = "earliest",
+    input_stream: Annotated[
+        str | None, typer.Option("--input-stream", help="Override the service's input stream.")
+    ] = None,
+    output_stream: Annotated[
+        str | None, typer.Option("--output-stream", help="Override the service's output stream.")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=10_000,
+            help="Micro-batch size = in-flight cap (env RIDECAST_STREAM_BATCH_SIZE, default 500).",
+            show_default=False,
+        ),
+    ] = None,
+    claim_idle_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--claim-idle-ms",
+            min=50,
+            help="Claim events another consumer left pending this long "
+            "(env RIDECAST_STREAM_CLAIM_IDLE_MS, default 30000).",
+            show_default=False,
+        ),
+    ] = None,
+    max_deliveries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-deliveries",
+            min=1,
+            help="Dead-letter an event delivered more often "
+            "(env RIDECAST_STREAM_MAX_DELIVERIES, default 5).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", help="Serve Prometheus metrics on this port.", show_default=False
+        ),
+    ] = None,
+    watch_seconds: Annotated[
+        float,
+        typer.Option(
+            "--watch-seconds", help="How often to check whether the model alias moved (0: never)."
+        ),
+    ] = 30.0,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle", help="Exit once the stream is drained (a batch job), not on SIGTERM."
+        ),
+    ] = False,
+) -> None:
+    """Run a consumer: read events, predict in micro-batches, write outputs, acknowledge.
+
+    Stops cleanly on SIGTERM / Ctrl-C after finishing the batch in hand.
+    """
+    import signal
+    import threading
+
+    where = {"earliest": "0", "latest": "$"}.get(start.strip().lower())
+    if where is None:
+        raise RidecastError(f"--from {start!r} is not understood; expected earliest or latest")
+    if service.strip().lower() not in SERVICE_NAMES:  # before the slow imports below
+        raise RidecastError(
+            f"unknown stream service {service!r}; expected one of: {', '.join(SERVICE_NAMES)}"
+        )
+    from ridecast.settings import get_settings
+    from ridecast.stream.services import get_service
+
+    svc = get_service(service)
+    from ridecast.predictor import Predictor
+    from ridecast.registry import Registry, parse_model_uri
+    from ridecast.stream.consumer import ConsumerConfig, StreamConsumer
+
+    settings = get_settings()
+    updates = {
+        k: v
+        for k, v in (
+            ("stream_batch_size", batch_size),
+            ("stream_claim_idle_ms", claim_idle_ms),
+            ("stream_max_deliveries", max_deliveries),
+        )
+        if v is not None
+    }
+    if updates:
+        settings = settings.model_copy(update=updates)
+    target = _open(broker)
+    ref = parse_model_uri(model or svc.default_model_uri)
+    registry = Registry(settings)
+    predictor = Predictor(registry.load(ref))
+    predictor.warm()
+    config = ConsumerConfig.for_service(
+        svc,
+        settings,
+        group=group,
+        consumer=consumer,
+        input_stream=input_stream,
+        output_stream=output_stream,
+        start=where,
+    )
+
+    def reload(current: Predictor) -> Predictor | None:
+        if ref.version is not None or registry.resolve(ref) == current.version:
+            return None
+        return Predictor(registry.load(ref))
+
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="0.0.0.0")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = StreamConsumer(
+        target,
+        svc,
+        predictor,
+        config,
+        reload=reload if watch_seconds > 0 else None,
+        reload_every_s=watch_seconds or 30.0,
+        log=_log,
+    )
+    _log(
+        f"{svc.name} consumer {config.consumer!r} of group {config.group!r}: "
+        f"{config.input_stream} → {config.output_stream} with {ref.name} v{predictor.version}; "
+        f"batch {config.batch_size}, claim after {config.claim_idle_ms} ms, "
+        f"dead letters → {config.dead_letter_stream}"
+        + (f"; metrics on :{metrics_port}/metrics" if metrics_port is not None else "")
+    )
+    stats = runner.run(stop, until_idle=until_idle, status_every_s=10.0)
+    target.close()
+    _log(f"stopped: {stats.line()}")
+
+
+@stream_app.command("status")
+def status_command(
+    broker: BrokerOption = None,
+    streams: Annotated[
+        list[str] | None,
+        typer.Option("--stream", help="Streams to show (repeatable; default: ridecast's)."),
+    ] = None,
+) -> None:
+    """Streams, their groups, lag, pending and dead-letter counts."""
+    import time
+
+    from rich.table import Table
+
+    from ridecast.stream.services import SERVICES, dead_letter_stream
+
+    target = _open(broker)
+    names = list(streams or [])
+    if not names:
+        inputs = sorted({s.input_stream for s in SERVICES.values()})
+        names = [*inputs, *(s.output_stream for s in SERVICES.values())]
+        names += [dead_letter_stream(i) for i in inputs]
+    else:
+        names += [dead_letter_stream(n) for n in list(names) if not n.endswith(":dead-letter")]
+    infos = target.info(names)
+    if not infos:
+        console.print(f"no ridecast streams on {target.url} yet; try `ridecast stream produce`")
+        return
+    table = Table("stream", "entries", "newest", "group", "consumers", "pending", "lag")
+    now_ms = time.time() * 1000
+    for info in infos:
+        age = "-"
+        if info.last_id and info.length:
+            age = f"{max(now_ms - int(info.last_id.split('-')[0]), 0) / 1000:,.1f}s ago"
+        style = "red" if info.name.endswith(":dead-letter") and info.length else None
+        if not info.groups:
+            table.add_row(info.name, f"{info.length:,}", age, "", "", "", "", style=style)
+        for i, g in enumerate(info.groups):
+            table.add_row(
+                info.name if i == 0 else "",
+                f"{info.length:,}" if i == 0 else "",
+                age if i == 0 else "",
+                g.name,
+                str(g.consumers),
+                f"{g.pending:,}",
+                "?" if g.lag is None else f"{g.lag:,}",
+                style=style,
+            )
+    console.print(table)
+
+
+@stream_app.command("dedupe")
+def dedupe_command(
+    stream: Annotated[
+        str, typer.Argument(help="Output stream to check, e.g. ride_predictions.")
+    ] = "ride_predictions",
+    broker: BrokerOption = None,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            "--into", help="Copy the first record per ride to this stream.", show_default=False
+        ),
+    ] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Delete later duplicates from the stream itself.")
+    ] = False,
+) -> None:
+    """Count (and optionally drop) duplicate outputs of a stream.
+
+    Duplicates share ride_id (and elapsed time, for dynamic duration). Delivery is
+    at-least-once, so a consumer crash can leave some.
+    """
+    from ridecast.stream.dedupe import dedupe_stream
+
+    target = _open(broker)
+    total = target.length(stream)
+    if total == 0:
+        raise RidecastError(f"stream {stream!r} on {target.url} is empty or does not exist")
+    with console.status(f"scanning {total:,} records of {stream}"):
+        result = dedupe_stream(target, stream, into=into, delete=delete)
+    done = []
+    if into:
+        done.append(f"wrote {result.written:,} unique records to {into}")
+    if delete:
+        done.append(f"deleted {result.deleted:,} duplicates from {stream}")
+    console.print(
+        f"{stream}: {result.scanned:,} records, {result.unique:,} unique, "
+        f"{result.duplicates:,} duplicates, {result.unreadable:,} not ridecast outputs"
+        + ("; " + "; ".join(done) if done else "")
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(stream_app, name="stream")
