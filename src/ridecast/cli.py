@@ -13,7 +13,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ridecast.batch import cli as batch_cli
 from ridecast.errors import RidecastError
+from ridecast.stream import cli as stream_cli
+from ridecast.web import cli as web_cli
 
 app = typer.Typer(
     name="ridecast",
@@ -191,25 +194,10 @@ def demo(
     run_demo(console, workdir=workdir, rows=rows)
 
 
-def _register_mode_commands() -> None:
-    """Attach the deployment modes' commands (each package keeps its own CLI module)."""
-    import importlib
-
-    for module_name, attach in (
-        ("ridecast.web.cli", "register"),
-        ("ridecast.batch.cli", "register"),
-        ("ridecast.stream.cli", "register"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        getattr(module, attach)(app)
-
-
-_register_mode_commands()
+# The deployment modes keep their commands in their own packages; these modules import only Typer.
+batch_cli.register(app)
+stream_cli.register(app)
+web_cli.register(app)
 
 
 def main() -> None:
