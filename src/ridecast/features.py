@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction import DictVectorizer
+
+if TYPE_CHECKING:  # only a type here: predicting processes need not import scikit-learn
+    from sklearn.feature_extraction import DictVectorizer
 
 FEATURE_COLUMNS: tuple[str, str, str] = ("PULocationID", "DOLocationID", "trip_distance")
 PAIR_FEATURE = "PU_DO"
@@ -87,7 +89,7 @@ class PairEncoder:
             raise ValueError(f"vectorizer has no {DISTANCE_FEATURE!r} feature")
         self.distance_column = vocabulary[DISTANCE_FEATURE]
         size = MAX_ENCODED_ZONE + 1
-        self._pair_column = np.full(size * size, -1, dtype=np.int64)
+        self.table = np.full(size * size, -1, dtype=np.int64)
         prefix = f"{PAIR_FEATURE}="
         for name, column in vocabulary.items():
             if not name.startswith(prefix):
@@ -95,19 +97,11 @@ class PairEncoder:
             pu_text, _, do_text = name[len(prefix) :].partition("_")
             pu, do = int(pu_text), int(do_text)
             if 0 <= pu <= MAX_ENCODED_ZONE and 0 <= do <= MAX_ENCODED_ZONE:
-                self._pair_column[pu * size + do] = column
+                self.table[pu * size + do] = column
 
     def pair_columns(self, arrays: RideArrays) -> np.ndarray:
         """Column of each ride's PU_DO one-hot, or -1 where the pair was not seen in training."""
-        size = MAX_ENCODED_ZONE + 1
-        pu = np.clip(arrays.pu, 0, MAX_ENCODED_ZONE)
-        do = np.clip(arrays.do, 0, MAX_ENCODED_ZONE)
-        columns = self._pair_column[pu * size + do]
-        # Ids outside the table are never in the vocabulary either.
-        out_of_table = (arrays.pu != pu) | (arrays.do != do)
-        if out_of_table.any():
-            columns = np.where(out_of_table, -1, columns)
-        return columns
+        return lookup_pair_columns(self.table, arrays)
 
     def encode(self, arrays: RideArrays) -> sp.csr_matrix:
         n = len(arrays)
@@ -128,3 +122,16 @@ class PairEncoder:
         indices[pair_pos] = pair[known]
         data[pair_pos] = 1.0
         return sp.csr_matrix((data, indices, indptr), shape=(n, self.n_features))
+
+
+def lookup_pair_columns(table: np.ndarray, arrays: RideArrays) -> np.ndarray:
+    """Each ride's entry in a flattened (zone × zone) ``table``; -1 for ids outside the table."""
+    size = MAX_ENCODED_ZONE + 1
+    pu = np.clip(arrays.pu, 0, MAX_ENCODED_ZONE)
+    do = np.clip(arrays.do, 0, MAX_ENCODED_ZONE)
+    columns = table[pu * size + do]
+    # Ids outside the table are never in the vocabulary either.
+    out_of_table = (arrays.pu != pu) | (arrays.do != do)
+    if out_of_table.any():
+        columns = np.where(out_of_table, -1, columns)
+    return columns

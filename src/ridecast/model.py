@@ -17,6 +17,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.pipeline import Pipeline
 
+from ridecast.compiled import LinearRideModel
 from ridecast.features import FEATURE_COLUMNS, PairEncoder, RideArrays
 
 # What each registered model predicts, and the name of its output in the course's API.
@@ -36,13 +37,13 @@ class RideModel(PythonModel):  # type: ignore[misc]
         self.target = target
         self.algorithm = algorithm
         self._encoder: PairEncoder | None = None
-        self._linear: tuple[np.ndarray, float, float] | None = None
+        self._compiled: LinearRideModel | None = None
 
     # Derived lookup tables are rebuilt after unpickling rather than stored in the artifact.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_encoder"] = None
-        state["_linear"] = None
+        state["_compiled"] = None
         return state
 
     @property
@@ -57,30 +58,29 @@ class RideModel(PythonModel):  # type: ignore[misc]
             self._encoder = PairEncoder(self.pipeline.steps[0][1])
         return self._encoder
 
-    def _linear_tables(self) -> tuple[np.ndarray, float, float] | None:
-        """Linear regressors: (pair coefs + a 0 slot for unseen pairs, distance coef, intercept)."""
-        if self._linear is None and self.uses_vectorizer:
+    def compiled(self) -> LinearRideModel | None:
+        """The numpy-only form of a linear model (None for other algorithms)."""
+        if getattr(self, "_compiled", None) is None and self.uses_vectorizer:
             regressor = self.pipeline.steps[-1][1]
             if isinstance(regressor, LinearRegression | Ridge) and len(self.pipeline.steps) == 2:
                 coef = np.asarray(regressor.coef_, dtype=np.float64).ravel()
-                pair_coef = np.append(coef, 0.0)  # index -1 → unseen pair contributes 0
-                self._linear = (
-                    pair_coef,
-                    float(coef[self.encoder.distance_column]),
-                    float(np.asarray(regressor.intercept_).ravel()[0]),
+                self._compiled = LinearRideModel(
+                    target=self.target,
+                    algorithm=self.algorithm,
+                    pair_table=self.encoder.table,
+                    pair_weights=np.append(coef, 0.0),
+                    distance_weight=float(coef[self.encoder.distance_column]),
+                    intercept=float(np.asarray(regressor.intercept_).ravel()[0]),
                 )
-        return self._linear
+        return getattr(self, "_compiled", None)
 
     def predict_arrays(self, arrays: RideArrays) -> np.ndarray:
         """Predictions for validated rides, in order. The fast path every mode uses."""
         if len(arrays) == 0:
             return np.empty(0, dtype=np.float64)
-        linear = self._linear_tables()
-        if linear is not None:
-            pair_coef, distance_coef, intercept = linear
-            pair = self.encoder.pair_columns(arrays)
-            # Same summation order as sparse X @ coef + intercept, so results match sklearn.
-            return (pair_coef[pair] + arrays.distance * distance_coef) + intercept
+        compiled = self.compiled()
+        if compiled is not None:
+            return compiled.predict_arrays(arrays)
         if self.uses_vectorizer:
             return np.asarray(self.pipeline.steps[-1][1].predict(self.encoder.encode(arrays)))
         dense = np.column_stack([arrays.pu, arrays.do, arrays.distance]).astype(np.float64)

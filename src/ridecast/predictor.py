@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ridecast.features import RideArrays
-from ridecast.registry import LoadedModel
+
+
+@dataclass
+class LoadedModel:
+    """One registered version, loaded and ready to predict.
+
+    ``model`` is a :class:`ridecast.model.RideModel`, or its numpy-only
+    :class:`ridecast.compiled.LinearRideModel` form; both have ``target``, ``algorithm`` and
+    ``predict_arrays``. This module imports neither MLflow nor scikit-learn.
+    """
+
+    name: str
+    version: str
+    model: Any
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return str(self.model.target)
 
 
 @dataclass(frozen=True)

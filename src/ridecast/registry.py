@@ -6,10 +6,8 @@ The registry is the single source of truth for versions; an alias names what a d
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
@@ -18,56 +16,11 @@ from mlflow.tracking import MlflowClient
 
 from ridecast.errors import ModelError
 from ridecast.model import TARGETS, RideModel
+from ridecast.modelref import ModelRef, parse_model_uri
+from ridecast.predictor import LoadedModel
 from ridecast.settings import Settings
 
 EXPERIMENT = "ridecast"
-_URI = re.compile(
-    r"^(?:models:/)?(?P<name>[A-Za-z0-9_.\-]+)(?:@(?P<alias>[\w\-]+)|/(?P<version>\d+))?$"
-)
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """``models:/name@alias``, ``models:/name/3`` or plain ``name`` (meaning ``@champion``)."""
-
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-    @property
-    def uri(self) -> str:
-        if self.version is not None:
-            return f"models:/{self.name}/{self.version}"
-        return f"models:/{self.name}@{self.alias or 'champion'}"
-
-    def __str__(self) -> str:
-        return self.uri
-
-
-def parse_model_uri(text: str) -> ModelRef:
-    match = _URI.match(text.strip())
-    if not match:
-        raise ModelError(
-            f"model reference {text!r} is not understood; expected models:/NAME@ALIAS, "
-            "models:/NAME/VERSION or NAME (e.g. models:/ride-duration@champion)"
-        )
-    alias, version = match["alias"], match["version"]
-    return ModelRef(match["name"], alias if alias or version else "champion", version)
-
-
-@dataclass
-class LoadedModel:
-    """One registered version, loaded and ready to predict."""
-
-    name: str
-    version: str
-    model: RideModel
-    run_id: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def target(self) -> str:
-        return self.model.target
 
 
 def configure_mlflow(settings: Settings) -> str:

@@ -16,17 +16,17 @@ import hashlib
 import os
 import pickle
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ridecast.predictor import Predictor
+from ridecast.predictor import LoadedModel, Predictor
 from ridecast.settings import Settings
 
 if TYPE_CHECKING:
     from ridecast.registry import Registry
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: linear models are stored compiled (numpy only)
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def load_predictor(
     ``registry`` is used when the model must be loaded through MLflow (default: a new one).
     Raises ModelError (from the registry) when the model or alias does not exist.
     """
-    from ridecast.registry import parse_model_uri
+    from ridecast.modelref import parse_model_uri
 
     ref = parse_model_uri(model_uri)
     cache_on = settings.batch_model_cache if use_cache is None else use_cache
@@ -139,14 +139,21 @@ def _read_cache(path: Path, identity: VersionIdentity) -> Any | None:
     return payload.get("loaded")
 
 
-def _write_cache(path: Path, identity: VersionIdentity, loaded: Any) -> None:
+def _light(loaded: LoadedModel) -> LoadedModel:
+    """A linear model's numpy-only form: a cache hit then imports neither MLflow nor sklearn."""
+    compiled = getattr(loaded.model, "compiled", None)
+    light = compiled() if callable(compiled) else None
+    return replace(loaded, model=light) if light is not None else loaded
+
+
+def _write_cache(path: Path, identity: VersionIdentity, loaded: LoadedModel) -> None:
     """Best effort: a cache that cannot be written only costs the next job some seconds."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("wb") as handle:
             pickle.dump(
-                {"format": CACHE_FORMAT, "identity": identity, "loaded": loaded},
+                {"format": CACHE_FORMAT, "identity": identity, "loaded": _light(loaded)},
                 handle,
                 protocol=pickle.HIGHEST_PROTOCOL,
             )
