@@ -36,8 +36,9 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, every: floa
 
 
 def group_consumers(broker: RedisStreamBroker, stream: str) -> int:
-    """Consumers in the stream's first group; 0 while no consumer has created the group yet."""
-    groups = broker.info([stream])[0].groups
+    """Consumers in the stream's first group; 0 until a consumer has created stream and group."""
+    infos = broker.info([stream])
+    groups = infos[0].groups if infos else []
     return groups[0].consumers if groups else 0
 
 
