@@ -85,12 +85,10 @@ def env() -> dict[str, str]:
 
 def prepare_model(rows: int) -> None:
     """Train ride-duration@champion (linear) into the bench registry once."""
-    from ridecast.data.schema import Month, TaxiType
-    from ridecast.data.synth import synthesize_month, write_month
     from ridecast.errors import ModelError
     from ridecast.registry import ModelRef, Registry
     from ridecast.settings import Settings
-    from ridecast.training import train_model
+    from ridecast.training import train_on_synthetic_months
 
     settings = Settings(
         home=HOME, data_dir=HOME / "data", tracking_uri=f"sqlite:///{HOME / 'mlflow.db'}"
@@ -102,24 +100,8 @@ def prepare_model(rows: int) -> None:
     except ModelError:
         pass
     log(f"training ride-duration@champion into {HOME} (once)")
-    for month, seed in ((Month(2025, 1), 1), (Month(2025, 2), 2)):
-        write_month(
-            synthesize_month(TaxiType.GREEN, month, rows, seed=seed),
-            settings.resolved_data_dir,
-            TaxiType.GREEN,
-            month,
-        )
-    train_model(
-        "ride-duration",
-        TaxiType.GREEN,
-        Month(2025, 1),
-        Month(2025, 2),
-        settings=settings,
-        data_dir=settings.resolved_data_dir,
-        algorithm="linear",
-        alias="champion",
-        registry=registry,
-    )
+    plan = (("ride-duration", "linear", "champion"),)
+    train_on_synthetic_months(settings, registry, rows=rows, plan=plan)
 
 
 def event_payloads(n: int) -> list[bytes]:

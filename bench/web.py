@@ -80,12 +80,10 @@ def free_port() -> int:
 
 def ensure_model(home: Path) -> dict[str, str]:
     """A bench registry with ride-duration@champion (linear, the course's model)."""
-    from ridecast.data.schema import Month, TaxiType
-    from ridecast.data.synth import synthesize_month, write_month
     from ridecast.errors import ModelError
     from ridecast.registry import ModelRef, Registry
     from ridecast.settings import Settings
-    from ridecast.training import train_model
+    from ridecast.training import train_on_synthetic_months
 
     settings = Settings(home=home, tracking_uri=None, data_dir=None, prediction_log_url=None)
     registry = Registry(settings)
@@ -93,24 +91,8 @@ def ensure_model(home: Path) -> dict[str, str]:
         registry.resolve(ModelRef("ride-duration", "champion"))
     except ModelError:
         print("training the bench model (once) ...", flush=True)
-        for month, seed in ((Month(2025, 1), 1), (Month(2025, 2), 2)):
-            write_month(
-                synthesize_month(TaxiType.GREEN, month, 60_000, seed=seed),
-                settings.resolved_data_dir,
-                TaxiType.GREEN,
-                month,
-            )
-        train_model(
-            "ride-duration",
-            TaxiType.GREEN,
-            Month(2025, 1),
-            Month(2025, 2),
-            settings=settings,
-            data_dir=settings.resolved_data_dir,
-            algorithm="linear",
-            alias="champion",
-            registry=registry,
-        )
+        plan = (("ride-duration", "linear", "champion"),)
+        train_on_synthetic_months(settings, registry, rows=60_000, plan=plan)
     env = dict(os.environ)
     env.update(
         {

@@ -95,32 +95,18 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
-    from ridecast.data.synth import synthesize_month, write_month
     from ridecast.registry import Registry
-    from ridecast.training import train_model
+    from ridecast.training import train_on_synthetic_months
 
     home = tmp_path_factory.mktemp("ridecast-home")
     settings = Settings(home=home, tracking_uri=None, data_dir=None, prediction_log_url=None)
     registry = Registry(settings)
-    for month, seed in ((TRAIN_MONTH, 1), (VALID_MONTH, 2)):
-        write_month(
-            synthesize_month(TAXI, month, ROWS, seed=seed), settings.resolved_data_dir, TAXI, month
-        )
-    for name, algorithm, alias in (
-        ("ride-duration", "linear", "champion"),
-        ("ride-duration", "gbm", "challenger"),
-        ("ride-tip", "ridge", "champion"),
-        ("ride-cost", "ridge", "champion"),
-    ):
-        train_model(
-            name,
-            TAXI,
-            TRAIN_MONTH,
-            VALID_MONTH,
-            settings=settings,
-            data_dir=settings.resolved_data_dir,
-            algorithm=algorithm,
-            alias=alias,
-            registry=registry,
-        )
+    train_on_synthetic_months(
+        settings,
+        registry,
+        rows=ROWS,
+        taxi_type=TAXI,
+        train_month=TRAIN_MONTH,
+        valid_month=VALID_MONTH,
+    )
     yield Trained(settings, home, settings.resolved_data_dir, registry.tracking_uri, registry)

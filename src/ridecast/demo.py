@@ -44,9 +44,8 @@ class DemoContext:
 
 
 def run_demo(console: Console, *, workdir: Path | None = None, rows: int = 60_000) -> DemoContext:
-    from ridecast.data.synth import synthesize_month, write_month
     from ridecast.registry import Registry
-    from ridecast.training import train_model
+    from ridecast.training import DEMO_PLAN, train_on_synthetic_months
 
     started = time.perf_counter()
     home = workdir or Path(".ridecast/demo")
@@ -56,44 +55,31 @@ def run_demo(console: Console, *, workdir: Path | None = None, rows: int = 60_00
     console.rule("[bold]ridecast demo")
     console.print(f"workdir {home.resolve()}  ·  registry {ctx.registry.tracking_uri}")
 
-    for month, seed in ((ctx.train_month, 1), (ctx.valid_month, 2)):
-        t0 = time.perf_counter()
-        path = write_month(
-            synthesize_month(ctx.taxi_type, month, rows, seed=seed),
-            ctx.data_dir,
-            ctx.taxi_type,
-            month,
+    t0 = time.perf_counter()
+    ctx.results.update(
+        train_on_synthetic_months(
+            settings,
+            ctx.registry,
+            rows=rows,
+            taxi_type=ctx.taxi_type,
+            train_month=ctx.train_month,
+            valid_month=ctx.valid_month,
         )
-        console.print(
-            f"[green]✓[/] synthesized {path.name}: {rows:,} rides ({time.perf_counter() - t0:.1f}s)"
-        )
-
-    plan = [
-        ("ride-duration", "linear", "champion"),
-        ("ride-duration", "gbm", "challenger"),
-        ("ride-tip", "ridge", "champion"),
-        ("ride-cost", "ridge", "champion"),
-    ]
+    )
+    console.print(
+        f"[green]✓[/] synthesized {ctx.taxi_type} {ctx.train_month} and {ctx.valid_month} "
+        f"({rows:,} rides each) and trained {len(DEMO_PLAN)} models "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     table = Table(
         "model", "version", "alias", "algorithm", "valid RMSE", "std of target", "RMSE/std"
     )
-    for name, algorithm, alias in plan:
-        result = train_model(
-            name,
-            ctx.taxi_type,
-            ctx.train_month,
-            ctx.valid_month,
-            settings=settings,
-            data_dir=ctx.data_dir,
-            algorithm=algorithm,
-            alias=alias,
-            registry=ctx.registry,
-        )
-        ctx.results[f"{name}@{alias}"] = result
-        m = result.metrics
+    for name, algorithm, alias in DEMO_PLAN:
+        m = ctx.results[f"{name}@{alias}"].metrics
+        version = ctx.results[f"{name}@{alias}"].version
         table.add_row(
             name,
-            f"v{result.version}",
+            f"v{version}",
             alias,
             algorithm,
             f"{m['rmse']:.3f}",

@@ -195,3 +195,45 @@ def train_model(
     if alias:
         registry.set_alias(name, alias, version)
     return TrainResult(name, version, run.info.run_id, alias, metrics)
+
+
+# The models `ridecast demo`, the test suite and the benchmarks start from.
+DEMO_PLAN: tuple[tuple[str, str, str], ...] = (
+    ("ride-duration", "linear", "champion"),
+    ("ride-duration", "gbm", "challenger"),
+    ("ride-tip", "ridge", "champion"),
+    ("ride-cost", "ridge", "champion"),
+)
+
+
+def train_on_synthetic_months(
+    settings: Settings,
+    registry: Registry,
+    *,
+    rows: int,
+    plan: tuple[tuple[str, str, str], ...] = DEMO_PLAN,
+    taxi_type: TaxiType = TaxiType.GREEN,
+    train_month: Month = Month(2025, 1),
+    valid_month: Month = Month(2025, 2),
+) -> dict[str, TrainResult]:
+    """Synthesize a training and a validation month (seeds 1 and 2) into the data directory,
+    then train each ``(name, algorithm, alias)`` of ``plan``. Returns results by ``name@alias``."""
+    from ridecast.data.synth import synthesize_month, write_month
+
+    for month, seed in ((train_month, 1), (valid_month, 2)):
+        table = synthesize_month(taxi_type, month, rows, seed=seed)
+        write_month(table, settings.resolved_data_dir, taxi_type, month)
+    return {
+        f"{name}@{alias}": train_model(
+            name,
+            taxi_type,
+            train_month,
+            valid_month,
+            settings=settings,
+            data_dir=settings.resolved_data_dir,
+            algorithm=algorithm,
+            alias=alias,
+            registry=registry,
+        )
+        for name, algorithm, alias in plan
+    }
