@@ -1,5 +1,6 @@
 # Two commands a new user needs:  `make demo`  and  `make test`.
-# Each creates or updates .venv/ from requirements.lock by itself.
+# Each creates or updates .venv/ from requirements-dev.lock by itself.
+# requirements.lock holds the runtime pins only: the container image installs it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,8 +15,8 @@ $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # Re-installs whenever the lock file or the project metadata changes.
-$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
+$(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -33,9 +34,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format src tests bench
 	$(BIN)/mypy
 
-# Re-resolve the pins after editing pyproject.toml.
+# Re-resolve the pins after editing pyproject.toml: the dev lock first, then the runtime lock
+# constrained by it, so a package both hold has the same pin in each.
 lock: | $(BIN)/uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o requirements.lock -q
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o requirements-dev.lock -q
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -c requirements-dev.lock -o requirements.lock -q
 
 bench: bench-web bench-batch bench-stream
 

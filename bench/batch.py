@@ -235,7 +235,8 @@ def main() -> None:
         drop_pg_tables(pg_table)
 
     checked, max_diff, only_ours, only_theirs = check_agreement(
-        out / "ridecast-3m" / "taxi_type=green/year=2025/month=02/ride-duration-v1.parquet",
+        out / "ridecast-3m" / "taxi_type=green/year=2025/month=02/output=ride-duration-v1"
+        / "part-0.parquet",
         baseline_out,
     )  # fmt: skip
     print_table(results, cold_wall, cold_rss, args.rows)

@@ -1,5 +1,6 @@
-"""Streaming benchmark: ridecast's duration consumer (1 and 2 processes) vs the course's
-per-event Lambda loop, all over the same Redis, in the same run.
+"""Streaming benchmark: ridecast's duration consumer (1 and 2 processes, and 1 process under a
+canary at 50% plus a 100% shadow) vs the course's per-event Lambda loop, all over the same Redis,
+in the same run.
 
     .venv/bin/python bench/stream.py [--events 200000] [--runs 2] [--rate 2000] [--paced-seconds 10]
 
@@ -17,8 +18,14 @@ Two phases per contender, with fresh streams each time:
    contender that falls behind is cut off 20 s after the producer stops; its percentiles then
    cover only the events it finished (so they understate its latency) and the table says so.
 
-The model is ride-duration@champion (linear, the course's DictVectorizer + LinearRegression),
-trained once into ``.ridecast/bench-stream``. Traffic goes only to the Redis given by --redis
+The model is ride-duration@champion (v1, linear, the course's DictVectorizer + LinearRegression),
+trained once into ``.ridecast/bench-stream`` with a second linear version, @challenger (v2). The
+rollout contender runs under a canary RolloutState (v1 → v2, weight 50, shadow 100) created
+directly in the bench's state store (``.ridecast/bench-stream/state.db``) before its consumer
+starts and aborted after: half the rides are answered by v2, the other half by v1 and shadowed by
+v2 into ``<output>_shadow``. Every ridecast consumer runs with its defaults, so the prediction log
+is on (a fresh SQLite file per phase); the table reports the rows it wrote.
+Traffic goes only to the Redis given by --redis
 (default 127.0.0.1:6379; REDIS_URL is honoured). Results: a table on stdout and
 ``bench/results/stream-<time>.{md,json}``.
 """
@@ -46,7 +53,11 @@ CONTENDERS = {
     "baseline": ("course Lambda loop (per event)", 1),
     "ridecast-1": ("ridecast consume, 1 process", 1),
     "ridecast-2": ("ridecast consume, 2 processes", 2),
+    "ridecast-rollout": ("ridecast consume, 1 process, canary 50% + shadow 100%", 1),
 }
+MODEL = "ride-duration"
+STATE_URL = f"sqlite:///{HOME / 'state.db'}"
+LOGS = HOME / "logs"
 
 
 @dataclass
@@ -58,6 +69,8 @@ class Phase:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    logged: dict[str, int] = field(default_factory=dict)  # prediction-log rows by arm
+    shadowed: int = 0  # entries in the shadow stream
 
 
 @dataclass
@@ -70,21 +83,25 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def env() -> dict[str, str]:
+def env(log_url: str | None = None) -> dict[str, str]:
     out = dict(os.environ)
     out.update(
         {
             "RIDECAST_HOME": str(HOME),
             "RIDECAST_DATA_DIR": str(HOME / "data"),
             "MLFLOW_TRACKING_URI": f"sqlite:///{HOME / 'mlflow.db'}",
+            "RIDECAST_STATE_URL": STATE_URL,
         }
     )
+    if log_url:
+        out["RIDECAST_PREDICTION_LOG_URL"] = log_url
     out.pop("RIDECAST_BROKER_URL", None)
     return out
 
 
-def prepare_model(rows: int) -> None:
-    """Train ride-duration@champion (linear) into the bench registry once."""
+def prepare_model(rows: int) -> tuple[str, str]:
+    """Train ride-duration@champion and @challenger (both linear) into the bench registry once;
+    return their versions."""
     from ridecast.errors import ModelError
     from ridecast.registry import ModelRef, Registry
     from ridecast.settings import Settings
@@ -94,14 +111,62 @@ def prepare_model(rows: int) -> None:
         home=HOME, data_dir=HOME / "data", tracking_uri=f"sqlite:///{HOME / 'mlflow.db'}"
     )
     registry = Registry(settings)
-    try:
-        registry.resolve(ModelRef("ride-duration", alias="champion"))
-        return
-    except ModelError:
-        pass
-    log(f"training ride-duration@champion into {HOME} (once)")
-    plan = (("ride-duration", "linear", "champion"),)
-    train_on_synthetic_months(settings, registry, rows=rows, plan=plan)
+    versions = []
+    for alias in ("champion", "challenger"):
+        ref = ModelRef(MODEL, alias=alias)
+        try:
+            versions.append(registry.resolve(ref))
+        except ModelError:
+            log(f"training {MODEL}@{alias} (linear) into {HOME} (once)")
+            plan = ((MODEL, "linear", alias),)
+            train_on_synthetic_months(settings, registry, rows=rows, plan=plan)
+            versions.append(registry.resolve(ref))
+    return versions[0], versions[1]
+
+
+def start_rollout(stable: str, candidate: str) -> str:
+    """A canary at 50% with a 100% shadow, straight into the state store the consumers follow
+    (any rollout a crashed earlier run left active is aborted first)."""
+    from ridecast.control.store import RolloutStore
+    from ridecast.rollout.state import RolloutState
+
+    store = RolloutStore(STATE_URL)
+    for old in store.all_active():
+        store.save(old.evolve(phase="aborted"), reason="bench: left over", actor="bench")
+    now = time.time()
+    state = RolloutState(
+        id=f"bench-{uuid.uuid4().hex[:8]}",
+        model=MODEL,
+        strategy="canary",
+        stable_version=stable,
+        candidate_version=candidate,
+        weight=50,
+        shadow_percent=100,
+        step_started_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    store.create(state, reason="bench: canary 50% + shadow 100%", actor="bench")
+    return state.id
+
+
+def end_rollout(rollout_id: str) -> None:
+    from ridecast.control.store import RolloutStore
+
+    store = RolloutStore(STATE_URL)
+    state = store.get(rollout_id)
+    if state is not None and state.active:
+        store.save(state.evolve(phase="aborted"), reason="bench: done", actor="bench")
+
+
+def logged_rows(path: Path) -> dict[str, int]:
+    """Prediction-log rows by arm (written by the consumers before they exited)."""
+    import sqlite3
+
+    if not path.exists():
+        return {}
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT arm, count(*) FROM predictions GROUP BY arm").fetchall())
 
 
 def event_payloads(n: int) -> list[bytes]:
@@ -118,7 +183,9 @@ def event_payloads(n: int) -> list[bytes]:
     return out
 
 
-def start_consumers(kind: str, url: str, names: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+def start_consumers(
+    kind: str, url: str, names: dict[str, str], log_url: str
+) -> list[subprocess.Popen[bytes]]:
     procs = []
     for k in range(CONTENDERS[kind][1]):
         if kind == "baseline":
@@ -153,11 +220,17 @@ def start_consumers(kind: str, url: str, names: dict[str, str]) -> list[subproce
                 names["group"],
                 "--consumer",
                 f"c{k}",
-                "--watch-seconds",
-                "0",
             ]
+        extra = {}
+        if kind == "baseline":  # the course's loop needs the scikit-learn pipeline, which the
+            extra["RIDECAST_BATCH_MODEL_CACHE"] = "false"  # registry's compiled copy drops
         procs.append(
-            subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                cmd,
+                env={**env(log_url), **extra},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         )
     return procs
 
@@ -228,7 +301,12 @@ def latencies(client: object, output: str) -> tuple[np.ndarray, int, int]:
 
 
 def phase(
-    kind: str, url: str, payloads: list[bytes], rate: float | None, max_seconds: float
+    kind: str,
+    url: str,
+    payloads: list[bytes],
+    rate: float | None,
+    max_seconds: float,
+    versions: tuple[str, str],
 ) -> Phase:
     import redis
 
@@ -243,8 +321,12 @@ def phase(
         "group": f"bench-{kind}",
     }
     client.xgroup_create(names["input"], names["group"], id="0", mkstream=True)
-    procs = start_consumers(kind, url, names)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log_path = LOGS / f"{tag}.db"
+    rollout_id = start_rollout(*versions) if kind == "ridecast-rollout" else None
+    procs = start_consumers(kind, url, names, f"sqlite:///{log_path}")
     broker = open_broker(url)
+    shadow = f"{names['output']}_shadow"
     try:
         wait_ready(client, names, CONTENDERS[kind][1], procs)
         if rate is None:
@@ -265,14 +347,20 @@ def phase(
                 p.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + max_seconds
         wait_outputs(client, names["output"], len(payloads), deadline)
-        stop_consumers(procs)
+        stop_consumers(procs)  # each writes what its prediction log still has queued
         lat, first_in, last_out = latencies(client, names["output"])
         if rate is None:
             first_in = resumed_ms
+        shadowed = int(client.xlen(shadow))
+        logged = logged_rows(log_path)
     finally:
         stop_consumers(procs)
-        client.delete(names["input"], names["output"], f"{names['input']}:dead-letter")
+        if rollout_id is not None:
+            end_rollout(rollout_id)
+        client.delete(names["input"], names["output"], shadow, f"{names['input']}:dead-letter")
         broker.close()
+        for leftover in LOGS.glob(f"{tag}.db*"):
+            leftover.unlink()
     seconds = max(last_out - first_in, 1) / 1000
     return Phase(
         events=len(lat),
@@ -282,6 +370,8 @@ def phase(
         p50_ms=float(np.percentile(lat, 50)),
         p99_ms=float(np.percentile(lat, 99)),
         max_ms=float(lat.max()),
+        logged=logged,
+        shadowed=shadowed,
     )
 
 
@@ -327,7 +417,41 @@ def render(results: dict[str, Result], args: argparse.Namespace) -> str:
             f"{statistics.median(p99s):,.0f} | {spread(p99s)} | "
             f"{max(p.max_ms for p in result.paced):,.0f} |"
         )
+    lines += ["", *logging_lines(results)]
     return "\n".join(lines)
+
+
+def logging_lines(results: dict[str, Result]) -> list[str]:
+    """What the prediction log and the shadow stream got, and the rollout goal's ratio."""
+    lines = [
+        "Prediction log (SQLite, one file per phase) and shadow stream, throughput phases",
+        "",
+        "| consumer | live rows logged | shadow rows logged | shadow stream entries |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind, result in results.items():
+        if kind == "baseline":
+            continue
+        live = [sum(n for arm, n in p.logged.items() if arm != "shadow") for p in result.throughput]
+        shadow = [p.logged.get("shadow", 0) for p in result.throughput]
+        lines.append(
+            f"| {CONTENDERS[kind][0]} | {spread(live)} | {spread(shadow)} | "
+            f"{spread([p.shadowed for p in result.throughput])} |"
+        )
+    if "ridecast-rollout" in results:
+        ratios = [
+            r.rate / b.rate
+            for r, b in zip(
+                results["ridecast-rollout"].throughput, results["baseline"].throughput, strict=True
+            )
+        ]
+        verdict = "met" if statistics.median(ratios) >= 20 else "NOT met"
+        lines += [
+            "",
+            f"Canary 50% + shadow 100% with logging on: {statistics.median(ratios):.1f}× the "
+            f"per-event baseline (per run {spread(ratios, '{:.1f}')}); goal ≥ 20×: {verdict}.",
+        ]
+    return lines
 
 
 def main() -> None:
@@ -350,7 +474,7 @@ def main() -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the benchmark only sends traffic to a Redis on 127.0.0.1")
 
-    prepare_model(60_000)
+    versions = prepare_model(60_000)
     payloads = event_payloads(args.events)
     paced = event_payloads(int(args.rate * args.paced_seconds))
     kinds = args.only or list(CONTENDERS)
@@ -358,11 +482,11 @@ def main() -> None:
     for run in range(args.runs):
         for kind in kinds:  # interleaved, so a noisy neighbour hurts every contender alike
             log(f"run {run + 1}/{args.runs}: {kind} throughput, {len(payloads):,} events")
-            p = phase(kind, args.redis, payloads, None, args.max_seconds)
+            p = phase(kind, args.redis, payloads, None, args.max_seconds, versions)
             log(f"  {p.rate:,.0f} events/s ({p.events:,} done)")
             results[kind].throughput.append(p)
             log(f"run {run + 1}/{args.runs}: {kind} paced at {args.rate:,.0f}/s")
-            p = phase(kind, args.redis, paced, args.rate, args.paced_seconds + 20)
+            p = phase(kind, args.redis, paced, args.rate, args.paced_seconds + 20, versions)
             log(f"  p50 {p.p50_ms:,.0f} ms, p99 {p.p99_ms:,.0f} ms, max {p.max_ms:,.0f} ms")
             results[kind].paced.append(p)
     if "baseline" not in results:

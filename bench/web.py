@@ -1,12 +1,21 @@
 """Web benchmark: ridecast serve vs. the course's Flask + gunicorn vs. a bare ASGI ceiling.
 
     .venv/bin/python bench/web.py [--duration 10] [--runs 2] [--concurrency 1,16,64]
+        [--prediction-log postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 Each server gets the same trained model (ride-duration@champion, linear, in a bench registry under
 ``.ridecast/bench``), is started alone on 127.0.0.1, warmed up, and loaded with ``wrk -t1``
 (keep-alive, single-ride POST bodies) at each concurrency. Servers are restarted for every run
 and the runs are interleaved, so a noisy neighbour hurts all three alike. ridecast runs with its
 defaults: 2 workers, micro-batching, metrics and the SQLite prediction log on.
+
+``rollout`` is the same ridecast server while a rollout runs: a canary answering 50% of riders
+plus a 100% shadow of the stable's traffic to the candidate, every answer (live and shadow)
+logged. Both versions are linear models of the same data, so the figure is the cost of the
+rollout machinery (routing, two batchers, the shadow queue and its thread, twice the log rows),
+not of a slower model. ``--prediction-log URL`` adds a ``ridecast-pg`` run whose prediction log
+is that database (PostgreSQL, as compose and Kubernetes run it). Each request carries a distinct
+ride_id and user_id, so the router hashes every request as it would in production.
 """
 
 from __future__ import annotations
@@ -30,16 +39,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RIDE = b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}'
-LUA = f"""wrk.method = "POST"
-wrk.body = '{RIDE.decode()}'
+LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, '{"PULocationID": 130, "DOLocationID": 205, ' ..
+    '"trip_distance": 3.66, "ride_id": "r' .. n .. '", "user_id": "u' .. (n % 5000) .. '"}')
+end
 """
-SERVERS = ("ridecast", "flask", "bare")
+SERVERS = ("ridecast", "rollout", "ridecast-pg", "flask", "bare")
 LABELS = {
     "ridecast": "ridecast serve (2 workers)",
+    "rollout": "ridecast serve, canary 50% + shadow 100%",
+    "ridecast-pg": "ridecast serve, PostgreSQL prediction log",
     "flask": "course Flask + gunicorn (2 sync workers)",
     "bare": "bare ASGI, uvicorn 2 workers (ceiling)",
 }
+BENCH_ROLLOUT = """model: ride-duration
+candidate: challenger
+strategy: canary
+steps:
+  - set_weight: 50
+  - pause: {}
+"""
 
 
 @dataclass
@@ -91,7 +114,12 @@ def ensure_model(home: Path) -> dict[str, str]:
         registry.resolve(ModelRef("ride-duration", "champion"))
     except ModelError:
         print("training the bench model (once) ...", flush=True)
-        plan = (("ride-duration", "linear", "champion"),)
+        plan = (("ride-duration", "linear", "champion"), ("ride-duration", "linear", "challenger"))
+        train_on_synthetic_months(settings, registry, rows=60_000, plan=plan)
+    try:
+        registry.resolve(ModelRef("ride-duration", "challenger"))
+    except ModelError:  # a bench registry from before the rollout run
+        plan = (("ride-duration", "linear", "challenger"),)
         train_on_synthetic_months(settings, registry, rows=60_000, plan=plan)
     env = dict(os.environ)
     env.update(
@@ -99,6 +127,7 @@ def ensure_model(home: Path) -> dict[str, str]:
             "RIDECAST_HOME": str(home),
             "MLFLOW_TRACKING_URI": registry.tracking_uri,
             "RIDECAST_PREDICTION_LOG_URL": f"sqlite:///{home / 'bench-predictions.db'}",
+            "RIDECAST_STATE_URL": f"sqlite:///{home / 'bench-rollouts.db'}",
         }
     )
     env.pop("RIDECAST_SERVE_WORKERS", None)
@@ -107,7 +136,7 @@ def ensure_model(home: Path) -> dict[str, str]:
 
 def command(server: str, port: int) -> list[str]:
     baselines = str(ROOT / "bench" / "baselines")
-    if server == "ridecast":
+    if server in ("ridecast", "rollout", "ridecast-pg"):
         return [str(BIN / "ridecast"), "serve", "--port", str(port), "--workers", "2"]
     if server == "flask":
         return [
@@ -144,11 +173,16 @@ def command(server: str, port: int) -> list[str]:
     ]
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode} before answering: {url}")
+            tail = log.read_text(errors="replace")[-3000:]
+            raise SystemExit(
+                f"server exited with {process.returncode} before answering: {url}\n{tail}"
+            )
         try:
             request = urllib.request.Request(
                 url, RIDE, headers={"Content-Type": "application/json"}
@@ -209,16 +243,21 @@ def bench_server(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/predict"
-    process = subprocess.Popen(
-        command(server, port),
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    if server == "rollout":
+        start_rollout(env)
+    # The server's output goes to a file: an unread pipe would fill and block the server.
+    log = Path(env["RIDECAST_HOME"]) / f"bench-{server}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command(server, port),
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_ready(url, process)
+        wait_ready(url, process, log)
         wrk(url, 16, 2, script)  # warm-up: every worker connected and jitted
         for c in concurrencies:
             run = wrk(url, c, duration, script)
@@ -235,6 +274,38 @@ def bench_server(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        if server == "rollout":
+            stop_rollout(env)
+
+
+def _ops_settings(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from ridecast.settings import Settings
+
+    return Settings(
+        home=Path(env["RIDECAST_HOME"]),
+        tracking_uri=env["MLFLOW_TRACKING_URI"],
+        prediction_log_url=env["RIDECAST_PREDICTION_LOG_URL"],
+        state_url=env["RIDECAST_STATE_URL"],
+    )
+
+
+def start_rollout(env: dict[str, str]) -> None:
+    """A canary held at 50% (its pause waits for a promotion) with a 100% shadow."""
+    from ridecast.control import ops
+    from ridecast.control.store import store_for
+
+    settings = _ops_settings(env)
+    store = store_for(settings)
+    for active in store.all_active():
+        ops.abort(settings, active.model, reason="bench: clean start", store=store)
+    state = ops.start(settings, BENCH_ROLLOUT, store=store, actor="bench")
+    store.save(state.evolve(shadow_percent=100), reason="bench: shadow every request")
+
+
+def stop_rollout(env: dict[str, str]) -> None:
+    from ridecast.control import ops
+
+    ops.abort(_ops_settings(env), "ride-duration", reason="bench: run over")
 
 
 def table(results: dict[tuple[str, int], Result], concurrencies: list[int]) -> str:
@@ -260,7 +331,7 @@ def table(results: dict[tuple[str, int], Result], concurrencies: list[int]) -> s
 
 def verdict(results: dict[tuple[str, int], Result]) -> list[str]:
     out = []
-    ours, flask, bare = (results.get((s, 64)) for s in SERVERS)
+    ours, rollout, pg, flask, bare = (results.get((s, 64)) for s in SERVERS)
     if ours and flask:
         ratio = ours.rps / flask.rps
         worst = min(r.rps for r in ours.runs) / max(r.rps for r in flask.runs)
@@ -274,6 +345,25 @@ def verdict(results: dict[tuple[str, int], Result]) -> list[str]:
         out.append(
             f"goal ≥ 0.5× bare ASGI at c=64: {ratio:.2f}× → {'met' if ratio >= 0.5 else 'NOT met'}"
         )
+    if rollout and bare and ours:
+        vs_bare, vs_ours = rollout.rps / bare.rps, rollout.rps / ours.rps
+        p99_ok = flask is None or rollout.p99 <= flask.p99
+        out.append(
+            f"goal with a rollout (canary 50% + shadow 100%) at c=64: ≥ 0.6× bare ASGI: "
+            f"{vs_bare:.2f}× → {'met' if vs_bare >= 0.6 else 'NOT met'}; ≥ 0.8× ridecast "
+            f"without: {vs_ours:.2f}× → {'met' if vs_ours >= 0.8 else 'NOT met'}; p99 "
+            f"{rollout.p99:.2f} ms vs Flask {flask.p99 if flask else float('nan'):.2f} ms → "
+            f"{'no worse' if p99_ok else 'WORSE'}"
+        )
+    if pg and ours:
+        ratio = pg.rps / ours.rps
+        p99_ok = flask is None or pg.p99 <= flask.p99
+        out.append(
+            f"goal with the PostgreSQL prediction log at c=64: ≥ 0.9× the SQLite log: "
+            f"{ratio:.2f}× → {'met' if ratio >= 0.9 else 'NOT met'}; p99 {pg.p99:.2f} ms vs "
+            f"Flask {flask.p99 if flask else float('nan'):.2f} ms → "
+            f"{'no worse' if p99_ok else 'WORSE'}"
+        )
     return out
 
 
@@ -284,11 +374,18 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated levels")
     parser.add_argument("--servers", default=",".join(SERVERS), help="subset to run")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".ridecast" / "bench")
+    parser.add_argument(
+        "--prediction-log",
+        default=None,
+        help="SQLAlchemy URL of a PostgreSQL prediction log for an extra ridecast-pg run",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     servers = [s for s in SERVERS if s in args.servers.split(",")]
+    if args.prediction_log is None:
+        servers = [s for s in servers if s != "ridecast-pg"]
 
     env = ensure_model(args.workdir.resolve())
     log_db = Path(env["RIDECAST_PREDICTION_LOG_URL"].removeprefix("sqlite:///"))
@@ -307,7 +404,10 @@ def main() -> None:
         for run in range(args.runs):
             print(f"run {run + 1}/{args.runs}", flush=True)
             for server in servers:
-                bench_server(server, env, concurrencies, args.duration, script, results)
+                server_env = env
+                if server == "ridecast-pg":
+                    server_env = {**env, "RIDECAST_PREDICTION_LOG_URL": args.prediction_log}
+                bench_server(server, server_env, concurrencies, args.duration, script, results)
 
     logged = 0
     if "ridecast" in servers and log_db.exists():

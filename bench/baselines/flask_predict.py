@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import os
 
+from course_model import course_pipeline
 from flask import Flask, jsonify, request
 
 from ridecast.features import prepare_features
-from ridecast.registry import Registry
-from ridecast.settings import get_settings
 
 MODEL_URI = os.environ.get("BASELINE_MODEL_URI", "models:/ride-duration@champion")
-loaded = Registry(get_settings()).load(MODEL_URI)
-pipeline = loaded.model.pipeline
-VERSION = loaded.version
+pipeline, VERSION = course_pipeline(MODEL_URI)
 
 
 def predict(features: dict[str, object]) -> float:

@@ -19,10 +19,9 @@ import json
 import signal
 
 import redis
+from course_model import course_pipeline
 
 from ridecast.features import prepare_features
-from ridecast.registry import Registry
-from ridecast.settings import get_settings
 
 
 def main() -> None:
@@ -35,8 +34,7 @@ def main() -> None:
     parser.add_argument("--model", default="models:/ride-duration@champion")
     args = parser.parse_args()
 
-    loaded = Registry(get_settings()).load(args.model)
-    pipeline, version = loaded.model.pipeline, loaded.version
+    pipeline, version = course_pipeline(args.model)
     client = redis.Redis.from_url(args.redis)
     with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: the group exists
         client.xgroup_create(args.input, args.group, id="0", mkstream=True)

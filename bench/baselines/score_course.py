@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-import mlflow
 import pandas as pd
+from course_model import course_pipeline
 
 from ridecast.batch.ride_ids import month_base
 from ridecast.data.schema import parse_month, parse_taxi_type
@@ -43,8 +43,7 @@ def prepare_dictionaries(df: pd.DataFrame) -> list[dict[str, object]]:
 def apply_model(input_file: str, model_uri: str, output_file: str, taxi: str, month: str) -> None:
     df = read_dataframe(input_file, taxi)
     dicts = prepare_dictionaries(df)
-    pipeline = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().pipeline
-    version = mlflow.MlflowClient().get_model_version_by_alias(*_name_alias(model_uri)).version
+    pipeline, version = course_pipeline(model_uri)
     y_pred = pipeline.predict(dicts)
 
     prefix = {"green": "lpep", "yellow": "tpep"}[taxi]
@@ -58,11 +57,6 @@ def apply_model(input_file: str, model_uri: str, output_file: str, taxi: str, mo
     df_result["diff"] = df_result["actual_duration"] - df_result["predicted_duration"]
     df_result["model_version"] = str(version)
     df_result.to_parquet(output_file, index=False)
-
-
-def _name_alias(model_uri: str) -> tuple[str, str]:
-    name, _, alias = model_uri.removeprefix("models:/").partition("@")
-    return name, alias or "champion"
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 
 from ridecast.batch import cli as batch_cli
+from ridecast.control import cli as rollout_cli
+from ridecast.deploy import cli as deploy_cli
 from ridecast.errors import RidecastError
 from ridecast.stream import cli as stream_cli
 from ridecast.web import cli as web_cli
@@ -198,6 +200,8 @@ def demo(
 batch_cli.register(app)
 stream_cli.register(app)
 web_cli.register(app)
+rollout_cli.register(app)
+app.add_typer(deploy_cli.app, name="deploy")
 
 
 def main() -> None:

@@ -23,7 +23,12 @@ from ridecast.settings import Settings
 TRAIN_MONTH = Month(2025, 1)
 VALID_MONTH = Month(2025, 2)
 # The modes' demo steps, run in this order; each module has a ``demo_step(ctx)``.
-MODE_STEPS = ("ridecast.web.demo", "ridecast.batch.demo", "ridecast.stream.demo")
+MODE_STEPS = (
+    "ridecast.web.demo",
+    "ridecast.batch.demo",
+    "ridecast.stream.demo",
+    "ridecast.web.rollout_demo",
+)
 
 
 @dataclass

@@ -13,3 +13,7 @@ class DataError(RidecastError):
 
 class ModelError(RidecastError):
     """A model cannot be found in the registry, loaded, or used."""
+
+
+class RolloutError(RidecastError):
+    """A rollout file, command or state change is not valid (the message names the field)."""

@@ -47,6 +47,10 @@ class RideArrays:
     def __len__(self) -> int:
         return int(self.pu.shape[0])
 
+    def take(self, index: np.ndarray) -> RideArrays:
+        """The rides at ``index`` (positions), e.g. the ones a router sent to one version."""
+        return RideArrays(pu=self.pu[index], do=self.do[index], distance=self.distance[index])
+
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> RideArrays:
         """Take the feature columns of a frame; the caller has dropped rows with null ids."""

@@ -41,6 +41,46 @@ class Settings(BaseSettings):
         description="Stream broker: memory:// (in-process) or redis://host:port/db.",
     )
 
+    # --- rollouts (ridecast.rollout, ridecast.control) ---
+    state_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the rollout state store (default: the prediction log's "
+        "database, so analysis and state share one database).",
+    )
+    rollout_follow_interval: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Seconds between checks of the rollout state and the alias by every "
+        "serving process (every process follows a change within this time plus a load).",
+    )
+    rollout_controller: bool = Field(
+        default=True,
+        description="Let this process compete for the lease that advances rollout steps.",
+    )
+    rollout_lease_seconds: float = Field(
+        default=5.0,
+        ge=1.0,
+        description="A controller that stops renewing loses the lease after this.",
+    )
+    admin_token: str | None = Field(
+        default=None,
+        description="Bearer token of the admin API (/admin/...). Off when neither this nor "
+        "admin_token_file is set.",
+    )
+    admin_token_file: Path | None = Field(
+        default=None, description="File holding the admin token (a mounted secret)."
+    )
+    feedback_token: str | None = Field(
+        default=None,
+        description="Bearer token POST /feedback needs (default: the admin token, if any).",
+    )
+    shadow_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Shadow requests waiting for the candidate; more are dropped and counted.",
+    )
+
     # --- web service (`ridecast serve`); the CLI's options override these ---
     serve_models: str = Field(
         default="models:/ride-duration@champion",
@@ -128,6 +168,23 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return (self.home / "mlartifacts").resolve()
+
+    @property
+    def resolved_state_url(self) -> str:
+        return self.state_url or self.resolved_prediction_log_url
+
+    @property
+    def resolved_admin_token(self) -> str | None:
+        if self.admin_token:
+            return self.admin_token
+        if self.admin_token_file is not None:
+            token = self.admin_token_file.read_text(encoding="utf-8").strip()
+            return token or None
+        return None
+
+    @property
+    def resolved_feedback_token(self) -> str | None:
+        return self.feedback_token or self.resolved_admin_token
 
     @property
     def resolved_prediction_log_url(self) -> str:

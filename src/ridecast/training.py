@@ -192,9 +192,28 @@ def train_model(
                 ],
             )
     version = str(info.registered_model_version)
+    record_checksum(registry, name, version)
     if alias:
         registry.set_alias(name, alias, version)
     return TrainResult(name, version, run.info.run_id, alias, metrics)
+
+
+def record_checksum(registry: Registry, name: str, version: str) -> str:
+    """Tag the version with the SHA-256 of its artifacts, as the registry will hand them out;
+    loading checks the files against it before unpickling anything."""
+    import tempfile
+
+    import mlflow.artifacts
+
+    from ridecast import artifacts
+
+    with tempfile.TemporaryDirectory(prefix="ridecast-register-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+        )
+        digest = artifacts.checksum(Path(local))
+    registry.client.set_model_version_tag(name, version, artifacts.TAG, digest)
+    return digest
 
 
 # The models `ridecast demo`, the test suite and the benchmarks start from.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -10,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ridecast.batch.models import load_predictor
 from ridecast.data.schema import Month, TaxiType
 from ridecast.data.synth import synthesize_month
 from ridecast.predictor import Predictor
+from ridecast.registry import Registry
+from ridecast.settings import Settings
 
 from ..conftest import Trained
 
@@ -39,14 +42,39 @@ DIRT: dict[int, str] = {
 HUGE_DISTANCE_ROW = 14  # 5,000 miles: absurd but scoreable, so it is scored, not dropped
 
 
+def _uncached(trained: Trained) -> Registry:
+    """A registry that loads through MLflow (full RideModel, not the cache's compiled form)."""
+    return Registry(trained.settings.model_copy(update={"batch_model_cache": False}))
+
+
 @pytest.fixture(scope="session")
 def predictor(trained: Trained) -> Predictor:
-    return load_predictor(trained.settings, "models:/ride-duration@champion", use_cache=False)
+    return _uncached(trained).predictor("models:/ride-duration@champion")
 
 
 @pytest.fixture(scope="session")
 def challenger(trained: Trained) -> Predictor:
-    return load_predictor(trained.settings, "models:/ride-duration@challenger", use_cache=False)
+    return _uncached(trained).predictor("models:/ride-duration@challenger")
+
+
+@pytest.fixture
+def private(trained: Trained, tmp_path: Path) -> Trained:
+    """A copy of the trained registry in its own home (same artifacts, same data), for tests
+    that move aliases, register versions or start rollouts: the shared one stays as it was."""
+    home = tmp_path / "home"
+    home.mkdir()
+    source = sqlite3.connect(trained.home / "mlflow.db")
+    target = sqlite3.connect(home / "mlflow.db")
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    settings = Settings(
+        home=home, tracking_uri=None, data_dir=trained.data_dir, prediction_log_url=None
+    )
+    registry = Registry(settings)
+    return Trained(settings, home, trained.data_dir, registry.tracking_uri, registry)
 
 
 def _set(table: pa.Table, column: str, values: dict[int, object]) -> pa.Table:
@@ -130,3 +158,17 @@ def expected_reasons(table: pa.Table) -> np.ndarray:
         else:
             out.append("")
     return np.array(out, dtype=object)
+
+
+@pytest.fixture
+def pg_cleanup(postgres_url: str, unique_name: str) -> Iterator[str]:
+    """The PostgreSQL URL; the test's tables and run records are dropped afterwards."""
+    yield postgres_url
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    target = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(target) as connection:
+        for table in (unique_name, f"{unique_name}_rejects"):
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
+        connection.execute("DELETE FROM ride_batch_runs WHERE sink_table = %s", (unique_name,))

@@ -10,12 +10,10 @@ import pytest
 
 from ridecast.batch.backfill import backfill
 from ridecast.batch.job import ScoreSummary
-from ridecast.batch.models import _ask_sqlite_registry, _cache_path, load_predictor, tracking_uri
 from ridecast.batch.sinks import DirectorySink
 from ridecast.batch.sources import TripSource
 from ridecast.data.schema import Month, TaxiType, month_range
 from ridecast.predictor import Predictor
-from ridecast.registry import Registry
 
 from ..conftest import Trained
 
@@ -118,32 +116,3 @@ def test_cli_help() -> None:
         )
         assert result.returncode == 0
         assert "--sink" in result.stdout or "backfill" in result.stdout
-
-
-def test_model_cache_follows_the_registry(trained: Trained, unique_name: str) -> None:
-    """The cache only saves loading: the alias still decides the version, every time."""
-    registry = trained.registry
-    assert isinstance(registry, Registry)
-    settings = trained.settings
-    alias = f"batch{unique_name}"
-    registry.set_alias("ride-duration", alias, "1")
-    first = load_predictor(settings, f"models:/ride-duration@{alias}", use_cache=True)
-    identity = _ask_sqlite_registry(tracking_uri(settings), "ride-duration", alias, None)
-    assert identity is not None and identity.version == first.version == "1"
-    assert _cache_path(settings, tracking_uri(settings), identity).is_file()
-
-    # A cache hit does not go through MLflow's loading path at all.
-    original = Registry.load
-    Registry.load = lambda *a, **k: pytest.fail("loaded through MLflow despite the cache")  # type: ignore[method-assign]
-    try:
-        cached = load_predictor(settings, f"models:/ride-duration@{alias}", use_cache=True)
-    finally:
-        Registry.load = original  # type: ignore[method-assign]
-    assert cached.version == "1" and cached.predict_rides(
-        [{"PULocationID": 74, "DOLocationID": 75, "trip_distance": 2.0}]
-    ) == first.predict_rides([{"PULocationID": 74, "DOLocationID": 75, "trip_distance": 2.0}])
-
-    registry.set_alias("ride-duration", alias, "2")  # the alias moves: the next job follows
-    moved = load_predictor(settings, f"models:/ride-duration@{alias}", use_cache=True)
-    assert moved.version == "2" and moved.loaded.model.algorithm == "gbm"
-    registry.client.delete_registered_model_alias("ride-duration", alias)

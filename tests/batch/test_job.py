@@ -167,9 +167,7 @@ def test_wrong_taxi_type_and_fhv_files_are_named_in_the_error(
 def test_a_model_of_another_target_is_refused(
     trained: Trained, dirty_file: Path, tmp_path: Path
 ) -> None:
-    from ridecast.batch.models import load_predictor
-
-    tip = load_predictor(trained.settings, "models:/ride-tip@champion", use_cache=False)
+    tip = trained.registry.predictor("models:/ride-tip@champion")  # type: ignore[attr-defined]
     with pytest.raises(ModelError, match="predicts tip"):
         _score(dirty_file, tip, DirectorySink(tmp_path / "out"))
     assert not (tmp_path / "out").exists()

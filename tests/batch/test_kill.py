@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -62,7 +62,7 @@ def _kill_when(process: subprocess.Popen[bytes], writing: Callable[[], bool]) ->
 
 def _staging_file_growing(root: Path) -> Callable[[], bool]:
     def check() -> bool:
-        files = list((root / ".staging").glob("*/predictions.parquet"))
+        files = list((root / ".staging").glob("*/output=*/part-0.parquet"))
         return bool(files) and files[0].stat().st_size > 200_000
 
     return check
@@ -123,19 +123,6 @@ def _sql_rows(sink: SqlSink) -> tuple[int, int]:
         return int(total), int(distinct)
     finally:
         connection.close()
-
-
-@pytest.fixture
-def pg_cleanup(postgres_url: str, unique_name: str) -> Iterator[str]:
-    yield postgres_url
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    target = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
-    with psycopg.connect(target) as connection:
-        for table in (unique_name, f"{unique_name}_rejects"):
-            connection.execute(f"DROP TABLE IF EXISTS {table}")
-        connection.execute("DELETE FROM ride_batch_runs WHERE sink_table = %s", (unique_name,))
 
 
 @pytest.mark.timeout(180)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,9 +45,16 @@ def test_folder_rerun_replaces_the_month_and_versions_sit_side_by_side(
     key = MonthKey(GREEN, MONTH, predictor.name, predictor.version, "")
     partition = sink.partition(key)
     assert sorted(p.name for p in partition.iterdir()) == [
-        f"ride-duration-v{predictor.version}.parquet",
-        f"ride-duration-v{challenger.version}.parquet",
+        f"output=ride-duration-v{predictor.version}",
+        f"output=ride-duration-v{challenger.version}",
     ]
+    # The run's predictions, rejects and record sit in one folder, all of the rerun.
+    assert sorted(p.name for p in sink.output(key).iterdir()) == [
+        "_rejects.parquet",
+        "_run.json",
+        "part-0.parquet",
+    ]
+    assert set(pq.read_table(sink.path(key, rejects=True))["run_id"].to_pylist()) <= {second.run_id}
     table = pq.read_table(sink.path(key))
     assert table.num_rows == first.rows_scored == second.rows_scored
     assert set(table["run_id"].to_pylist()) == {second.run_id}  # replaced, not appended
@@ -206,3 +215,83 @@ def test_bad_sinks_are_refused_with_what_was_expected(tmp_path: Path) -> None:
         open_sink(tmp_path / "file")
     with pytest.raises(DataError, match="not a supported database"):
         open_source("mysql://u@h/db", taxi_type=GREEN, month=MONTH, data_dir=tmp_path)
+
+
+def test_staging_clean_up_removes_only_runs_that_are_certainly_gone(tmp_path: Path) -> None:
+    """A folder is removed when its job ran on this host and its process is gone, or when nothing
+    touched it for a day; never a live job's, here or on another host sharing the volume."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from ridecast.batch.sinks import STALE_STAGING_SECONDS, _remove_abandoned_staging
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    root = tmp_path / ".staging"
+    owners = {
+        "here-dead": f"{host} {gone.pid}",
+        "here-alive": f"{host} {os.getpid()}",
+        "other-host": f"another-host {gone.pid}",  # its pid means nothing here
+        "other-host-old": f"another-host {gone.pid}",
+        "no-pid-yet": None,  # a job between creating its folder and writing its pid
+        "no-pid-old": None,
+    }
+    for name, owner in owners.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "predictions.parquet").write_bytes(b"partial")
+        if owner is not None:
+            (root / name / "pid").write_text(owner)
+    old = time.time() - STALE_STAGING_SECONDS - 60
+    for name in ("other-host-old", "no-pid-old"):
+        for path in (root / name, *(root / name).iterdir()):
+            os.utime(path, (old, old))
+    _remove_abandoned_staging(root)
+    assert sorted(p.name for p in root.iterdir()) == ["here-alive", "no-pid-yet", "other-host"]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_a_month_is_swapped_in_whole_and_a_crash_mid_swap_never_mixes_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    """The run's folder (predictions, rejects, record) replaces the previous one in one step;
+    where the atomic exchange is missing, a crash between the fallback's two renames leaves the
+    run's folder absent (not scored), never the new rejects beside the old predictions."""
+    from ridecast.batch import swap
+
+    def folder(name: str, run: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        for file in ("part-0.parquet", "_rejects.parquet", "_run.json"):
+            (path / file).write_text(run)
+        return path
+
+    final = tmp_path / "month" / "output=m-v1"
+    swap.swap_in(folder("first", "a"), final)
+    if not exchange:
+        monkeypatch.setattr(swap, "_exchange", lambda a, b: False)
+    swap.swap_in(folder("second", "b"), final)
+    assert {p.read_text() for p in final.iterdir()} == {"b"} and len(list(final.iterdir())) == 3
+    assert not (tmp_path / "second").exists()
+
+    if exchange:
+        assert swap._exchange(folder("probe", "c"), final)  # this file system has it
+        return
+    renames: list[tuple[object, object]] = []
+    real = os.rename
+
+    def crash_on_second(a: object, b: object) -> None:
+        renames.append((a, b))
+        if len(renames) == 3:  # 1: the plain try; 2: the old aside; 3: the new in
+            raise OSError("killed mid-swap")
+        real(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(swap.os, "rename", crash_on_second)
+    with pytest.raises(OSError, match="killed mid-swap"):
+        swap.swap_in(folder("third", "c"), final)
+    assert not final.exists()  # not scored, rather than mixed
+    monkeypatch.setattr(swap.os, "rename", real)
+    swap.swap_in(folder("fourth", "d"), final)  # the rerun
+    assert {p.read_text() for p in final.iterdir()} == {"d"}

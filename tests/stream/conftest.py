@@ -62,8 +62,19 @@ class Streams:
     def dead(self) -> str:
         return f"{self.events}:dead-letter"
 
+    @property
+    def shadow(self) -> str:
+        return f"{self.outputs}_shadow"
+
     def all(self) -> list[str]:
-        return [self.events, self.outputs, self.progress, self.dead, f"{self.progress}:dead-letter"]
+        return [
+            self.events,
+            self.outputs,
+            self.shadow,
+            self.progress,
+            self.dead,
+            f"{self.progress}:dead-letter",
+        ]
 
 
 @pytest.fixture
@@ -104,8 +115,6 @@ class Consumers:
             s.group,
             "--consumer",
             name,
-            "--watch-seconds",
-            "0",
             *extra,
         ]
         proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -134,9 +143,19 @@ class Consumers:
                 proc.wait()
 
 
+def private_state(env: dict[str, str], where: Path) -> dict[str, str]:
+    """``env`` with a rollout state store and a prediction log of the test's own, so a
+    consumer never follows (or writes to) the shared home's databases."""
+    return {
+        **env,
+        "RIDECAST_STATE_URL": f"sqlite:///{where / 'state.db'}",
+        "RIDECAST_PREDICTION_LOG_URL": f"sqlite:///{where / 'predictions.db'}",
+    }
+
+
 @pytest.fixture
 def consumers(trained, tmp_path: Path) -> Iterator[Consumers]:  # type: ignore[no-untyped-def]
-    c = Consumers(trained.env(), tmp_path)
+    c = Consumers(private_state(trained.env(), tmp_path), tmp_path)
     try:
         yield c
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from ridecast.stream.broker import Output
 from ridecast.stream.redis_streams import RedisStreamBroker
 from ridecast.stream.services import SERVICES
 
-from .conftest import Streams, free_port
+from .conftest import Streams, free_port, private_state
 
 RIDECAST = str(Path(sys.executable).parent / "ridecast")
 
@@ -64,7 +65,7 @@ def lambda_env(trained, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:  # t
     for key, value in trained.env().items():
         if key.startswith(("RIDECAST_", "MLFLOW_")):
             monkeypatch.setenv(key, value)
-    monkeypatch.setattr(lambda_function, "_predictor", None)  # a fresh container
+    monkeypatch.setattr(lambda_function, "_registry", None)  # a fresh container
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -90,9 +91,12 @@ def test_lambda_handler_answers_the_course_test_event(
             }
         ]
     }
-    loaded = lambda_function._predictor
+    registry = lambda_function._registry
+    loaded = lambda_function.load_predictor()
     lambda_handler(kinesis_event(COURSE_EVENT), None)
-    assert lambda_function._predictor is loaded  # the model is loaded once per container
+    # One registry per container, and the version is loaded and warmed once.
+    assert lambda_function._registry is registry and registry is not None
+    assert lambda_function.load_predictor() is loaded
 
 
 def test_lambda_handler_reports_bad_records_and_predicts_the_rest(
@@ -169,8 +173,9 @@ def test_produce_consume_status_dedupe_from_the_command_line(
     broker: RedisStreamBroker,
     streams: Streams,
     ridecast_main: Callable[..., Ran],
+    tmp_path: Path,
 ) -> None:
-    env = trained.env()
+    env = private_state(trained.env(), tmp_path)
     produced = ridecast_main(
         "produce",
         "--month",
@@ -214,6 +219,11 @@ def test_produce_consume_status_dedupe_from_the_command_line(
     outputs, dead = broker.length(streams.outputs), broker.length(streams.dead)
     assert outputs + dead == 2001 and dead >= 1 and outputs > 1900  # --dirty: invalid rows too
     assert f"stopped: {outputs:,} predicted" in consumed.stderr.replace("\n", " ")
+    with sqlite3.connect(tmp_path / "predictions.db") as db:  # logged by default, all of it
+        logged = db.execute(
+            "SELECT count(*), count(DISTINCT ride_id), min(source) FROM predictions"
+        ).fetchone()
+    assert logged == (outputs, outputs, "stream:duration")
 
     status = ridecast_main("status", "--broker", redis_url, "--stream", streams.events)
     assert status.returncode == 0, status.stderr
@@ -263,3 +273,44 @@ def test_cli_knows_every_service() -> None:
 
     assert list(SERVICE_NAMES) == list(SERVICES)
     assert json.loads(json.dumps(list(SERVICES))) == ["duration", "tip", "cost", "dynamic-duration"]
+
+
+@pytest.mark.timeout(120)
+def test_consumer_metrics_listen_on_loopback_unless_asked(
+    trained,  # type: ignore[no-untyped-def]
+    redis_url: str,
+    streams: Streams,
+    tmp_path: Path,
+) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    import psutil
+
+    port = free_port()
+    env = private_state(trained.env(), tmp_path)
+    args = ["stream", "consume", "--broker", redis_url, "--metrics-port", str(port)]
+    args += ["--input-stream", streams.events, "--output-stream", streams.outputs]
+    args += ["--group", streams.group]
+    process = subprocess.Popen([RIDECAST, *args], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the metrics server never listened"
+            time.sleep(0.2)
+        listening = {
+            c.laddr.ip
+            for c in psutil.Process(process.pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"ridecast_" in response.read()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import orjson
@@ -18,7 +19,7 @@ from ridecast.stream.dedupe import dedupe_stream
 from ridecast.stream.redis_streams import RedisStreamBroker
 from ridecast.stream.services import SERVICES
 
-from .conftest import Consumers, RedisServer, Streams, group_consumers, wait_until
+from .conftest import Consumers, RedisServer, Streams, free_port, group_consumers, wait_until
 
 
 def ride_events(n: int, start: int = 0) -> list[bytes]:
@@ -253,12 +254,15 @@ def test_kill_9_mid_stream_loses_nothing(
     assert broker.info([streams.events])[0].groups[0].pending == 0
 
 
-@pytest.mark.timeout(150)
-def test_consumer_survives_a_redis_restart(
+def _survives(
     trained,  # type: ignore[no-untyped-def]
     redis_server: RedisServer,
     streams: Streams,
-) -> None:
+    fault: Callable[[RedisStreamBroker, Running], None],
+    recover: Callable[[RedisStreamBroker], None],
+) -> str:
+    """20,000 events, ``fault`` mid-stream, ``recover``, 2,000 more: the consumer never dies and
+    every ride id gets its prediction. Returns the consumer's log."""
     broker = RedisStreamBroker(redis_server.url)
     predictor = Predictor(trained.registry.load("models:/ride-duration@champion"))
     running = Running(
@@ -270,10 +274,9 @@ def test_consumer_survives_a_redis_restart(
         wait_until(lambda: group_consumers(broker, streams.events) == 1, 30, "the consumer")
         first = publish(broker, streams.events, ride_events(20_000))
         wait_until(lambda: broker.length(streams.outputs) >= 1_000, 60, "first outputs", 0.01)
-        redis_server.kill()  # mid-stream, likely mid-batch
-        time.sleep(1.5)  # the consumer sees the outage and backs off
-        assert running.thread.is_alive(), "the consumer died with Redis"
-        redis_server.start()  # same port, same append-only file
+        fault(broker, running)
+        assert running.thread.is_alive(), "the consumer died of the fault"
+        recover(broker)
         second = publish(broker, streams.events, ride_events(2_000, start=20_000))
         wait_until(
             lambda: len(set(answered(broker, streams.outputs))) >= 22_000, 90, "all outputs", 0.5
@@ -284,6 +287,43 @@ def test_consumer_survives_a_redis_restart(
         running.stop()
         broker.delete(streams.all())
         broker.close()
-    log = "\n".join(running.messages)
-    assert "unavailable" in log and "retrying in" in log and "broker is back" in log
     assert running.consumer.stats.reconnects >= 1
+    return "\n".join(running.messages)
+
+
+@pytest.mark.timeout(150)
+def test_consumer_survives_a_redis_restart(
+    trained,  # type: ignore[no-untyped-def]
+    redis_server: RedisServer,
+    streams: Streams,
+) -> None:
+    def restart(_broker: RedisStreamBroker, _running: Running) -> None:
+        redis_server.kill()  # mid-stream, likely mid-batch
+        time.sleep(1.5)  # the consumer sees the outage and backs off
+
+    log = _survives(trained, redis_server, streams, restart, lambda _: redis_server.start())
+    assert "unavailable" in log and "retrying in" in log and "broker is back" in log
+
+
+@pytest.mark.timeout(150)
+def test_consumer_survives_redis_turning_read_only_in_a_failover(
+    trained,  # type: ignore[no-untyped-def]
+    redis_server: RedisServer,
+    streams: Streams,
+) -> None:
+    """A failover makes the server a read-only replica for a while (READONLY on every write,
+    XREADGROUP included): the consumer waits it out as an outage, then answers every event."""
+
+    def demote(broker: RedisStreamBroker, _running: Running) -> None:
+        # A replica of a primary that is not there: the data stays, every write is refused.
+        broker.client.replicaof("127.0.0.1", str(free_port()))
+        time.sleep(2.0)
+        during = broker.length(streams.outputs)
+        time.sleep(1.0)
+        assert broker.length(streams.outputs) == during  # nothing can be written meanwhile
+
+    def promote(broker: RedisStreamBroker) -> None:
+        broker.client.replicaof("NO", "ONE")  # writable again
+
+    log = _survives(trained, redis_server, streams, demote, promote)
+    assert "read only replica" in log and "broker is back" in log

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -97,6 +100,7 @@ def start_server(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop_server ends the workers too
         )
     server = Subprocess(process, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + timeout
@@ -114,9 +118,10 @@ def start_server(
 
 
 def stop_server(server: Subprocess) -> None:
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(timeout=30)
+    """Kill the server and every worker it started (its whole process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(timeout=30)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -52,7 +53,7 @@ def test_concurrent_single_rides_are_micro_batched(served: Served) -> None:
     import httpx
 
     slot = served.app.service.default
-    before = slot.batcher.batches
+    before = slot.batches
     rides = [
         {"PULocationID": 1 + i % 200, "DOLocationID": 50, "trip_distance": i / 10}
         for i in range(200)
@@ -66,7 +67,7 @@ def test_concurrent_single_rides_are_micro_batched(served: Served) -> None:
 
     values = asyncio.run(burst())
     assert values == pytest.approx(expected(served, "ride-duration", rides))
-    calls = slot.batcher.batches - before
+    calls = slot.batches - before
     assert calls < len(rides), f"{calls} model calls for {len(rides)} concurrent requests"
 
 
@@ -186,7 +187,7 @@ def test_predictions_and_feedback_reach_the_log(served: Served) -> None:
         ok = client.post("/feedback", json={"ride_id": ride_id, "actual_duration": 23.5})
         bad = client.post("/feedback", json={"ride_id": ride_id, "actual_duration": -3})
         missing = client.post("/feedback", json={"actual_duration": 3})
-    assert ok.json() == {"recorded": 1}
+    assert ok.json() == {"accepted": 1}
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "actual_duration"]
     assert missing.status_code == 422
     log = served.app.service.prediction_log
@@ -207,3 +208,20 @@ def test_predictions_and_feedback_reach_the_log(served: Served) -> None:
     assert 0 <= row[7] < 1000 and row[8] == "web:/predict"
     assert fb == [("duration", 23.5)]
     assert np.isfinite(row[6])
+
+
+@pytest.mark.parametrize("path", ["/predict", "/invocations", "/v2/models/ride-duration/infer"])
+def test_a_client_that_writes_the_whole_body_first_reads_the_413(served: Served, path: str) -> None:
+    """urllib sends the whole body before it reads: the server drains it (up to a bound) and
+    answers, instead of closing on a half-sent request (a connection reset for the client)."""
+    import urllib.error
+    import urllib.request
+
+    body = b"[" + b" " * 20_000_000 + b"]"
+    request = urllib.request.Request(
+        served.base_url + path, data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=30)
+    assert err.value.code == 413
+    assert "bytes" in json.loads(err.value.read())["detail"][0]["msg"]

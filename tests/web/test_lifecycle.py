@@ -160,3 +160,23 @@ def test_hot_reload_and_sigterm_under_load(
     assert any(code == 503 for t, code in readiness if t > signalled), readiness[-5:]
     log = server.log()
     assert "failed to load" in log and "Traceback" not in log
+
+
+@pytest.mark.timeout(240)
+def test_workers_exit_when_the_supervisor_is_killed(server_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL leaves no orphaned worker holding the port: each one notices and drains."""
+    import os
+
+    import psutil
+
+    server = start_server(server_env, ["--workers", "2"], tmp_path / "server.log")
+    try:
+        workers = psutil.Process(server.process.pid).children()
+        assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers outlived their supervisor: {[p.pid for p in alive]}"
+        assert "the supervisor (pid" in server.log()
+    finally:
+        stop_server(server)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ridecast.batch.job import ScoreSummary, score_month
+from ridecast.batch.plan import ScoringPlan
 from ridecast.batch.sinks import MonthKey, Sink
 from ridecast.batch.sources import TripSource, open_source
 from ridecast.data.schema import Month, TaxiType
@@ -35,7 +36,7 @@ class MonthOutcome:
 def backfill(
     taxi_type: TaxiType,
     months: list[Month],
-    predictor: Predictor,
+    plan: ScoringPlan | Predictor,
     sink: Sink,
     *,
     source: str | None,
@@ -46,10 +47,22 @@ def backfill(
     on_month: Callable[[MonthOutcome], None] | None = None,
 ) -> list[MonthOutcome]:
     """Score each month in order; a month whose input is missing or unreadable is reported as
-    failed and the backfill goes on. ``score`` runs one month (default: :func:`score_month`)."""
+    failed and the backfill goes on. ``score`` runs one month (default: :func:`score_month`).
+    With a plan that compares or follows a rollout, a month counts as done for that comparison
+    (or that rollout) only."""
+    if isinstance(plan, Predictor):
+        plan = ScoringPlan(plan)
     outcomes: list[MonthOutcome] = []
     for month in months:
-        key = MonthKey(taxi_type, month, predictor.name, predictor.version, run_id="")
+        key = MonthKey(
+            taxi_type,
+            month,
+            plan.stable.name,
+            plan.stable.version,
+            run_id="",
+            candidate_version=plan.candidate.version if plan.candidate is not None else None,
+            rollout_id=plan.rollout_id,
+        )
         previous = None if force else sink.completed(key)
         if previous is not None:
             outcome = MonthOutcome(month, "skipped", previous=previous)
@@ -61,7 +74,7 @@ def backfill(
                 if score is not None:
                     summary = score(month, month_source)
                 else:
-                    summary = score_month(taxi_type, month, predictor, month_source, sink)
+                    summary = score_month(taxi_type, month, plan, month_source, sink)
                 outcome = MonthOutcome(month, "scored", summary=summary)
             except DataError as exc:
                 outcome = MonthOutcome(month, "failed", error=str(exc))

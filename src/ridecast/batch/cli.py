@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
     from ridecast.batch.backfill import MonthOutcome
     from ridecast.batch.job import ScoreSummary
+    from ridecast.batch.plan import ScoringPlan
+    from ridecast.batch.predlog import BatchLog
     from ridecast.batch.sinks import DirectorySink, SqlSink
     from ridecast.data.schema import Month
     from ridecast.settings import Settings
@@ -45,7 +47,13 @@ SinkOption = Annotated[
     ),
 ]
 SinkTableOption = Annotated[
-    str, typer.Option("--sink-table", help="Predictions table, keyed by (ride_id, model_version).")
+    str | None,
+    typer.Option(
+        "--sink-table",
+        help="Predictions table. [default: ride_predictions; with --candidate ride_comparisons; "
+        "following a rollout ride_rollout_predictions]",
+        show_default=False,
+    ),
 ]
 RejectsTableOption = Annotated[
     str, typer.Option("--rejects-table", help="Table of rows that could not be scored, with why.")
@@ -74,8 +82,35 @@ CacheOption = Annotated[
     bool | None,
     typer.Option(
         "--model-cache/--no-model-cache",
-        help="Reuse this version's model from <home>/cache (the registry still picks the "
-        "version). [default: on; env RIDECAST_BATCH_MODEL_CACHE]",
+        help="Reuse this version's model from <home>/cache/models (the registry still picks "
+        "the version). [default: on; env RIDECAST_BATCH_MODEL_CACHE]",
+        show_default=False,
+    ),
+]
+CandidateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--candidate",
+        help="Also score every row with this version (models:/NAME@ALIAS or models:/NAME/N) and "
+        "write both predictions, their difference and both errors, with a comparison summary.",
+        show_default=False,
+    ),
+]
+FollowOption = Annotated[
+    bool,
+    typer.Option(
+        "--follow-rollout/--no-follow-rollout",
+        help="When the model has an active rollout, route each row by its ride id as the "
+        "rollout's router does (per-row model_version, arm, rollout_id). --no-follow-rollout "
+        "scores every row with the alias's version.",
+    ),
+]
+LogOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--log-predictions/--no-log-predictions",
+        help="Write every answer to the prediction log (with version, arm, rollout id). "
+        "[default: on with --candidate or when following a rollout, else off]",
         show_default=False,
     ),
 ]
@@ -102,7 +137,7 @@ def score(
     ] = None,
     source_table: SourceTableOption = "trips",
     sink: SinkOption = None,
-    sink_table: SinkTableOption = "ride_predictions",
+    sink_table: SinkTableOption = None,
     rejects_table: RejectsTableOption = "ride_rejects",
     chunk_rows: ChunkOption = None,
     min_duration: Annotated[
@@ -113,6 +148,9 @@ def score(
     ] = 60.0,
     data_dir: DataDirOption = None,
     model_cache: CacheOption = None,
+    candidate: CandidateOption = None,
+    follow_rollout: FollowOption = True,
+    log_predictions: LogOption = None,
 ) -> None:
     """Score one month and replace its results in the sink (a rerun never duplicates rows)."""
     from ridecast.data.schema import parse_month, parse_taxi_type
@@ -124,7 +162,7 @@ def score(
     if min_duration > max_duration:
         raise DataError(f"--min-duration {min_duration} is above --max-duration {max_duration}")
     settings = get_settings()
-    target = _open_sink(settings, sink, sink_table, rejects_table)
+    _open_sink(settings, sink, sink_table or "ride_predictions", rejects_table)  # checks only
 
     from ridecast.batch.sources import open_source
 
@@ -136,28 +174,35 @@ def score(
         table=source_table,
     )
     from ridecast.batch.job import score_month
-    from ridecast.batch.models import load_predictor
 
-    predictor = load_predictor(settings, model, use_cache=model_cache)
+    plan = _plan(settings, model, candidate, follow_rollout, model_cache)
+    target = _open_sink(settings, sink, _table(sink_table, plan), rejects_table)
     console.print(
-        f"scoring {kind.value} {when} with {predictor.name} v{predictor.version} "
-        f"from {trips} into {target}",
+        f"scoring {kind.value} {when} with {_describe(plan)} from {trips} into {target}",
         highlight=False,
     )
-    with _progress() as progress:
-        task = progress.add_task(f"{kind.value} {when}", total=trips.total_rows)
-        summary = score_month(
-            kind,
-            when,
-            predictor,
-            trips,
-            target,
-            chunk_rows=chunk_rows or settings.batch_chunk_rows,
-            min_duration=min_duration,
-            max_duration=max_duration,
-            on_chunk=lambda rows: progress.advance(task, rows),
-        )
-    _print_summary(summary, target)
+    log = _open_log(settings, plan, log_predictions)
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"{kind.value} {when}", total=trips.total_rows)
+            summary = score_month(
+                kind,
+                when,
+                plan,
+                trips,
+                target,
+                chunk_rows=chunk_rows or settings.batch_chunk_rows,
+                min_duration=min_duration,
+                max_duration=max_duration,
+                on_chunk=lambda rows: progress.advance(task, rows),
+                log=log,
+            )
+    finally:
+        if log is not None:
+            log.close()
+    from ridecast.batch.report import print_summary
+
+    print_summary(console, summary, target)
 
 
 @batch_app.command("backfill")
@@ -177,7 +222,7 @@ def backfill_command(
     ] = None,
     source_table: SourceTableOption = "trips",
     sink: SinkOption = None,
-    sink_table: SinkTableOption = "ride_predictions",
+    sink_table: SinkTableOption = None,
     rejects_table: RejectsTableOption = "ride_rejects",
     force: Annotated[
         bool, typer.Option("--force", help="Score months again even if this version did already.")
@@ -185,11 +230,13 @@ def backfill_command(
     chunk_rows: ChunkOption = None,
     data_dir: DataDirOption = None,
     model_cache: CacheOption = None,
+    candidate: CandidateOption = None,
+    follow_rollout: FollowOption = True,
+    log_predictions: LogOption = None,
 ) -> None:
     """Score every month from --from to --to, one line per month; rerun it to resume."""
     from ridecast.batch.backfill import backfill
     from ridecast.batch.job import score_month
-    from ridecast.batch.models import load_predictor
     from ridecast.batch.sources import TripSource
     from ridecast.data.schema import month_range, parse_month, parse_taxi_type
     from ridecast.errors import DataError, RidecastError
@@ -203,14 +250,16 @@ def backfill_command(
             f"backfill --source {source} must be a folder of TLC month files or a database URL "
             "(each month is looked up in it); use `ridecast batch score` for a single file"
         )
-    target = _open_sink(settings, sink, sink_table, rejects_table)
-    predictor = load_predictor(settings, model, use_cache=model_cache)
+    _open_sink(settings, sink, sink_table or "ride_predictions", rejects_table)  # checks only
+    plan = _plan(settings, model, candidate, follow_rollout, model_cache)
+    target = _open_sink(settings, sink, _table(sink_table, plan), rejects_table)
     console.print(
         f"backfill {kind.value} {months[0]}..{months[-1]} ({len(months)} months) with "
-        f"{predictor.name} v{predictor.version} into {target}",
+        f"{_describe(plan)} into {target}",
         highlight=False,
     )
     rows = chunk_rows or settings.batch_chunk_rows
+    log = _open_log(settings, plan, log_predictions)
 
     def score_one(month: Month, trips: TripSource) -> ScoreSummary:
         with _progress(transient=True) as progress:
@@ -218,28 +267,35 @@ def backfill_command(
             return score_month(
                 kind,
                 month,
-                predictor,
+                plan,
                 trips,
                 target,
                 chunk_rows=rows,
                 on_chunk=lambda n: progress.advance(task, n),
+                log=log,
             )
 
     def report(outcome: MonthOutcome) -> None:
-        console.print(_month_line(outcome), highlight=False)
+        from ridecast.batch.report import month_line
 
-    outcomes = backfill(
-        kind,
-        months,
-        predictor,
-        target,
-        source=source,
-        data_dir=data_dir or settings.resolved_data_dir,
-        source_table=source_table,
-        force=force,
-        score=score_one,
-        on_month=report,
-    )
+        console.print(month_line(outcome), highlight=False)
+
+    try:
+        outcomes = backfill(
+            kind,
+            months,
+            plan,
+            target,
+            source=source,
+            data_dir=data_dir or settings.resolved_data_dir,
+            source_table=source_table,
+            force=force,
+            score=score_one,
+            on_month=report,
+        )
+    finally:
+        if log is not None:
+            log.close()
     failed = [o for o in outcomes if o.status == "failed"]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("scored", "skipped", "failed")}
     console.print(
@@ -254,22 +310,69 @@ def backfill_command(
         )
 
 
-def _month_line(outcome: MonthOutcome) -> str:
-    if outcome.status == "skipped":
-        previous = outcome.previous or {}
+def _plan(
+    settings: Settings,
+    model: str,
+    candidate: str | None,
+    follow_rollout: bool,
+    model_cache: bool | None,
+) -> ScoringPlan:
+    """What the job scores with, through the registry's one loading path."""
+    from ridecast.batch.plan import plan_job
+
+    if model_cache is not None:
+        settings = settings.model_copy(update={"batch_model_cache": model_cache})
+    return plan_job(settings, model, candidate_uri=candidate, follow_rollout=follow_rollout)
+
+
+def _table(sink_table: str | None, plan: ScoringPlan) -> str:
+    from ridecast.batch.outputs import DEFAULT_TABLES
+
+    return sink_table or DEFAULT_TABLES[plan.kind]
+
+
+def _describe(plan: ScoringPlan) -> str:
+    stable = plan.stable
+    if plan.candidate is not None:
+        return f"{stable.name} v{stable.version} and candidate v{plan.candidate.version}"
+    if plan.deployment is not None and plan.deployment.state is not None:
+        state = plan.deployment.state
         return (
-            f"{outcome.month}  skipped   already scored by v{previous.get('model_version', '?')} "
-            f"(run {previous.get('run_id', '?')}, {previous.get('rows_scored', 0):,} rows); "
-            "--force to redo"
+            f"{stable.name} split by rollout {state.id} ({state.strategy}, "
+            f"{100 - state.weight}% v{state.stable_version} / {state.weight}% "
+            f"v{state.candidate_version}, by ride id)"
         )
-    if outcome.status == "failed":
-        return f"{outcome.month}  failed    {outcome.error}"
-    s = outcome.summary
-    assert s is not None
-    return (
-        f"{outcome.month}  scored    {s.rows_read:,} read, {s.rows_scored:,} scored, "
-        f"{s.rows_rejected:,} rejected, RMSE {s.rmse:.2f} min, {s.seconds:.1f}s"
-    )
+    return f"{stable.name} v{stable.version}"
+
+
+def _open_log(settings: Settings, plan: ScoringPlan, wanted: bool | None) -> BatchLog | None:
+    """The prediction log, when asked for (default: when the job follows a rollout or scores a
+    candidate, since those answers are evidence for a rollout's analysis)."""
+    if wanted is None:
+        wanted = plan.kind != "score"
+    if not wanted:
+        return None
+    from ridecast.batch.predlog import BatchLog
+
+    return BatchLog(settings.resolved_prediction_log_url, rollout_id=_rollout_of(settings, plan))
+
+
+def _rollout_of(settings: Settings, plan: ScoringPlan) -> str | None:
+    """For a --candidate run: the active rollout between the same two versions, if any."""
+    if plan.rollout_id is not None or plan.candidate is None:
+        return plan.rollout_id
+    try:
+        from ridecast.control.store import store_for
+
+        state = store_for(settings).active(plan.stable.name)
+    except Exception:  # no state store: the answers are logged without a rollout id
+        return None
+    if state is not None and (state.stable_version, state.candidate_version) == (
+        plan.stable.version,
+        plan.candidate.version,
+    ):
+        return state.id
+    return None
 
 
 def _open_sink(
@@ -314,33 +417,3 @@ def _progress(*, transient: bool = False) -> Progress:
         transient=transient,
         disable=not console.is_terminal,
     )
-
-
-def _print_summary(summary: ScoreSummary, sink: DirectorySink | SqlSink) -> None:
-    from ridecast.batch.sinks import DirectorySink, MonthKey
-
-    s = summary
-    console.print(
-        f"[green]✓[/] {s.taxi_type.value} {s.month}: {s.rows_read:,} rows read, "
-        f"{s.rows_scored:,} scored, {s.rows_rejected:,} rejected "
-        f"in {s.seconds:.1f}s ({s.rows_per_second:,.0f} rows/s), run {s.run_id}",
-        highlight=False,
-    )
-    reasons = [f"{reason} {count:,}" for reason, count in s.rejected.items() if count]
-    if reasons:
-        console.print(f"  rejected: {' · '.join(reasons)}", highlight=False)
-    console.print(
-        f"  predicted duration: mean {s.mean:.2f} min, std {s.std:.2f} min; "
-        f"RMSE against actual {s.rmse:.2f} min",
-        highlight=False,
-    )
-    if isinstance(sink, DirectorySink):
-        key = MonthKey(s.taxi_type, s.month, s.model_name, s.model_version, s.run_id)
-        console.print(
-            f"  → {sink.path(key)} (rejects: {sink.path(key, rejects=True)})", highlight=False
-        )
-    else:
-        console.print(
-            f"  → {sink} (rejects in {sink.rejects_table}, run in ride_batch_runs)",
-            highlight=False,
-        )

@@ -8,7 +8,6 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ridecast.batch.job import score_month
-from ridecast.batch.models import load_predictor
 from ridecast.batch.sinks import DirectorySink, MonthKey
 from ridecast.batch.sources import open_source
 
@@ -17,9 +16,7 @@ def demo_step(ctx: Any) -> None:
     console = ctx.console
     console.rule("[bold]batch scoring")
     started = time.perf_counter()
-    predictor = load_predictor(
-        ctx.settings, "models:/ride-duration@champion", registry=ctx.registry
-    )
+    predictor = ctx.registry.predictor("models:/ride-duration@champion")
     sink = DirectorySink(ctx.settings.home / "predictions")
     source = open_source(
         None, taxi_type=ctx.taxi_type, month=ctx.valid_month, data_dir=ctx.data_dir

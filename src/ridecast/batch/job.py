@@ -14,19 +14,25 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from ridecast.batch import ride_ids
-from ridecast.batch.sinks import PREDICTION_SCHEMA, REJECT_SCHEMA, MonthKey, MonthWriter, Sink
+from ridecast.batch.figures import Comparison, Split
+from ridecast.batch.outputs import REJECT_SCHEMA, MonthKey, constant, prediction_table
+from ridecast.batch.plan import ChunkScores, ScoringPlan
+from ridecast.batch.sinks import MonthWriter, Sink
 from ridecast.batch.sources import TripChunk, TripSource
 from ridecast.data.schema import Month, TaxiType
 from ridecast.data.zones import VALID_ZONE_IDS
 from ridecast.errors import DataError, ModelError
 from ridecast.features import RideArrays
 from ridecast.predictor import Predictor
+
+if TYPE_CHECKING:
+    from ridecast.batch.predlog import BatchLog
 
 # Why a row is not scored, in the order they are checked.
 REJECT_REASONS: tuple[str, ...] = (
@@ -62,6 +68,11 @@ class ScoreSummary:
     prediction_sq_sum: float = 0.0
     error_sq_sum: float = 0.0
     seconds: float = 0.0
+    kind: str = "score"  # score, compare (--candidate) or rollout (rows split by a rollout)
+    comparison: Comparison | None = None
+    split: Split | None = None
+    logged: dict[str, Any] | None = None  # prediction-log rows written / dropped, when logging
+    key: MonthKey | None = None  # where the run went in the sink
 
     @property
     def rows_rejected(self) -> int:
@@ -88,7 +99,15 @@ class ScoreSummary:
 
     def record(self) -> dict[str, Any]:
         """The JSON stored with the run in the sink."""
-        return {
+        extra: dict[str, Any] = {}
+        if self.comparison is not None:
+            extra["comparison"] = self.comparison.record()
+        if self.split is not None:
+            extra["rollout"] = self.split.record()
+        if self.logged is not None:
+            extra["prediction_log"] = self.logged
+        return extra | {
+            "kind": self.kind,
             "taxi_type": self.taxi_type.value,
             "month": str(self.month),
             "model_name": self.model_name,
@@ -110,7 +129,7 @@ class ScoreSummary:
 def score_month(
     taxi_type: TaxiType,
     month: Month,
-    predictor: Predictor,
+    plan: ScoringPlan | Predictor,
     source: TripSource,
     sink: Sink,
     *,
@@ -119,19 +138,49 @@ def score_month(
     max_duration: float = MAX_DURATION,
     run_id: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    log: BatchLog | None = None,
 ) -> ScoreSummary:
-    """Score every ride of ``source`` with ``predictor`` and replace the month in ``sink``."""
-    if predictor.target != "duration":
-        raise ModelError(
-            f"{predictor.name} predicts {predictor.target}; batch scoring writes ride durations "
-            "(actual_duration, predicted_duration), so pass a duration model, e.g. "
-            "models:/ride-duration@champion"
-        )
+    """Score every ride of ``source`` as ``plan`` says and replace the month's run in ``sink``.
+
+    ``log``, when given, receives every answer (live and shadow) for the prediction log."""
+    if isinstance(plan, Predictor):
+        plan = ScoringPlan(plan)
+    for predictor in (plan.stable, plan.candidate, plan.rollout_candidate):
+        if predictor is not None and predictor.target != "duration":
+            raise ModelError(
+                f"{predictor.name} predicts {predictor.target}; batch scoring writes ride "
+                "durations (actual_duration, predicted_duration), so pass a duration model, "
+                "e.g. models:/ride-duration@champion"
+            )
     started = time.perf_counter()
-    key = MonthKey(taxi_type, month, predictor.name, predictor.version, run_id or _new_run_id())
+    stable = plan.stable
+    key = MonthKey(
+        taxi_type,
+        month,
+        stable.name,
+        stable.version,
+        run_id or _new_run_id(),
+        candidate_version=plan.candidate.version if plan.candidate is not None else None,
+        rollout_id=plan.rollout_id,
+    )
     summary = ScoreSummary(
         taxi_type, month, key.model_name, key.model_version, key.run_id, str(source), str(sink)
     )
+    summary.kind, summary.key = key.kind, key
+    if plan.candidate is not None:
+        summary.comparison = Comparison(stable.version, plan.candidate.version)
+    if plan.deployment is not None and plan.deployment.state is not None:
+        state = plan.deployment.state
+        summary.split = Split(
+            state.id,
+            state.strategy,
+            state.phase,
+            state.step,
+            state.weight,
+            state.shadow_percent,
+            plan.versions,
+            plan.arms,
+        )
     writer = _WriteBehind(sink.open_month(key))
     try:
         for chunk in source.chunks(chunk_rows):
@@ -142,21 +191,57 @@ def score_month(
                 do=chunk.do[ok].astype(np.int64),
                 distance=chunk.distance[ok],
             )
-            predicted = predictor.predict_arrays(rides)
-            writer.write(
-                _predictions(key, chunk, ok, duration[ok], predicted),
-                _rejects(key, chunk, reasons),
+            if chunk.source_row[-1] >= ride_ids.ROWS_PER_MONTH:
+                raise DataError(f"more than {ride_ids.ROWS_PER_MONTH:,} rows in one month's input")
+            ids = ride_ids.ride_ids(taxi_type, month, chunk.source_row[ok])
+            scored_at = time.perf_counter()
+            scores = plan.score(rides, ids)
+            latency_ms = (time.perf_counter() - scored_at) * 1000 / max(len(ids), 1)
+            actual = duration[ok]
+            table = prediction_table(
+                key,
+                ids,
+                chunk.pickup[ok],
+                rides.pu,
+                rides.do,
+                actual,
+                scores.predicted,
+                candidate=scores.candidate,
+                version_index=scores.version_index,
+                versions=plan.versions,
+                arms=plan.arms,
             )
-            _tally(summary, reasons, duration[ok], predicted)
+            after = None
+            if log is not None:
+                after = _log_job(log, plan, rides, ids, scores, latency_ms)
+            writer.write(table, _rejects(key, chunk, reasons), after)
+            _tally(summary, reasons, actual, scores)
             if on_chunk is not None:
                 on_chunk(len(chunk))
         summary.seconds = time.perf_counter() - started
+        if log is not None:
+            writer.wait()
+            summary.logged = log.figures()
         writer.commit(summary.record())
     except BaseException:
         writer.abort()
         raise
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _log_job(
+    log: BatchLog,
+    plan: ScoringPlan,
+    rides: RideArrays,
+    ids: np.ndarray,
+    scores: ChunkScores,
+    latency_ms: float,
+) -> Callable[[], None]:
+    def run() -> None:
+        log.write(plan, rides, ids, scores, latency_ms)
+
+    return run
 
 
 def check_rides(
@@ -193,28 +278,6 @@ def _known_zone(ids: np.ndarray) -> np.ndarray:
     return inside & (index == ids) & _ZONE_OK[index]
 
 
-def _predictions(
-    key: MonthKey, chunk: TripChunk, ok: np.ndarray, actual: np.ndarray, predicted: np.ndarray
-) -> pa.Table:
-    n = int(predicted.shape[0])
-    if chunk.source_row[-1] >= ride_ids.ROWS_PER_MONTH:
-        raise DataError(f"more than {ride_ids.ROWS_PER_MONTH:,} rows in one month's input")
-    return pa.Table.from_arrays(
-        [
-            pa.array(ride_ids.ride_ids(key.taxi_type, key.month, chunk.source_row[ok])),
-            pa.array(chunk.pickup[ok]),
-            pa.array(chunk.pu[ok].astype(np.int32)),
-            pa.array(chunk.do[ok].astype(np.int32)),
-            pa.array(actual),
-            pa.array(predicted),
-            pa.array(actual - predicted),
-            _constant(key.model_version, n),
-            _constant(key.run_id, n),
-        ],
-        schema=PREDICTION_SCHEMA,
-    )
-
-
 def _rejects(key: MonthKey, chunk: TripChunk, reasons: np.ndarray) -> pa.Table:
     bad = np.flatnonzero(reasons)  # few rows: gather by index
     n = int(bad.shape[0])
@@ -230,18 +293,11 @@ def _rejects(key: MonthKey, chunk: TripChunk, reasons: np.ndarray) -> pa.Table:
             pa.array(chunk.pu[bad], from_pandas=True),
             pa.array(chunk.do[bad], from_pandas=True),
             pa.array(chunk.distance[bad], from_pandas=True),
-            _constant(key.model_version, n),
-            _constant(key.run_id, n),
+            constant(key.slot, n),
+            constant(key.run_id, n),
         ],
         schema=REJECT_SCHEMA,
     )
-
-
-def _constant(text: str, n: int) -> pa.Array:
-    """``n`` copies of ``text`` as a string array, built from its buffers in one go."""
-    data = text.encode()
-    offsets = np.arange(n + 1, dtype=np.int32) * len(data)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
 class _WriteBehind:
@@ -259,9 +315,21 @@ class _WriteBehind:
             pending, self._pending = self._pending, None
             pending.result()
 
-    def write(self, predictions: pa.Table, rejects: pa.Table) -> None:
+    def write(
+        self, predictions: pa.Table, rejects: pa.Table, after: Callable[[], None] | None = None
+    ) -> None:
+        """Queue the chunk; ``after`` (the prediction log's share) runs on the same thread."""
         self._wait()
-        self._pending = self._pool.submit(self.writer.write, predictions, rejects)
+
+        def job() -> None:
+            self.writer.write(predictions, rejects)
+            if after is not None:
+                after()
+
+        self._pending = self._pool.submit(job)
+
+    def wait(self) -> None:
+        self._wait()
 
     def commit(self, record: dict[str, Any]) -> None:
         try:
@@ -280,8 +348,9 @@ class _WriteBehind:
 
 
 def _tally(
-    summary: ScoreSummary, reasons: np.ndarray, actual: np.ndarray, predicted: np.ndarray
+    summary: ScoreSummary, reasons: np.ndarray, actual: np.ndarray, scores: ChunkScores
 ) -> None:
+    predicted = scores.predicted
     summary.rows_read += int(reasons.shape[0])
     summary.rows_scored += int(predicted.shape[0])
     counts = np.bincount(reasons[reasons != 0], minlength=len(REJECT_REASONS) + 1)
@@ -291,6 +360,11 @@ def _tally(
     summary.prediction_sq_sum += float(np.dot(predicted, predicted))
     error = actual - predicted
     summary.error_sq_sum += float(np.dot(error, error))
+    if summary.comparison is not None and scores.candidate is not None:
+        summary.comparison.add(actual, predicted, scores.candidate)
+    if summary.split is not None and scores.version_index is not None:
+        shadowed = int(scores.shadow.sum()) if scores.shadow is not None else 0
+        summary.split.add(actual, predicted, scores.version_index, shadowed)
 
 
 def _new_run_id() -> str:

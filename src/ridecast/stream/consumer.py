@@ -4,8 +4,10 @@ One loop, top to bottom::
 
     messages = broker.read(...)                      # up to batch_size events
     batch, poison = decode_batch(messages)           # valid rides as arrays; poison with reasons
-    outputs = service.outputs(predictor, batch)      # one vectorized predict call
-    broker.complete(ack=messages, outputs + dead letters)   # one transaction
+    deployment = source.current                      # once per batch: versions + router
+    routed = route_batch(service, deployment, batch) # one vectorized call per version
+    broker.complete(ack=messages, outputs + shadow copies + dead letters)   # one transaction
+    prediction_log.log(...)                          # enqueue only
 
 Guarantees a caller may rely on:
 
@@ -16,6 +18,12 @@ Guarantees a caller may rely on:
   ``max_deliveries`` times (e.g. ones that crash the model), go to the dead-letter stream with the
   error and the original payload, and the loop goes on;
 * bounded memory: at most ``batch_size`` events are read and not yet acknowledged at any time;
+* a failing shadow never fails a good event: its copies are dropped, counted
+  (``ridecast_stream_shadow_failures_total``) and logged once per distinct error, and the live
+  outputs are written and acknowledged;
+* the model follows the registry and the rollout state through the deployment source (a
+  :class:`~ridecast.control.follower.Follower`); when the registry or the state store is away the
+  current deployment keeps serving and the consumer says so once;
 * broker outages are waited out with exponential backoff (0.1 s doubling to 5 s, jittered),
   never by crashing; nothing is acknowledged that was not written.
 """
@@ -27,16 +35,19 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ridecast.settings import Settings
 from ridecast.stream.broker import Broker, BrokerUnavailable, GroupMissing, Message, Output
 from ridecast.stream.events import dead_letter, decode_batch
+from ridecast.stream.routing import DeploymentSource, Failure, Pinned, Routed, route_batch
 from ridecast.stream.services import Service, dead_letter_stream
+from ridecast.stream.stats import ConsumerStats, _metrics
 
 if TYPE_CHECKING:
+    from ridecast.control.follower import Deployment
+    from ridecast.monitoring import PredictionLog
     from ridecast.predictor import Predictor  # imports MLflow: only for type hints
 
 BACKOFF_START_S = 0.1
@@ -56,6 +67,12 @@ class ConsumerConfig:
     max_deliveries: int = 5
     retention: int | None = 1_000_000
     start: str = "0"  # where a new group starts: "0" = the whole stream, "$" = only new events
+    shadow_stream: str | None = None  # default: <output_stream>_shadow
+
+    @property
+    def shadow_output(self) -> str:
+        """Where shadow copies go: their own stream, so nobody mistakes them for answers."""
+        return self.shadow_stream or f"{self.output_stream}_shadow"
 
     @classmethod
     def for_service(
@@ -67,6 +84,7 @@ class ConsumerConfig:
         consumer: str | None = None,
         input_stream: str | None = None,
         output_stream: str | None = None,
+        shadow_stream: str | None = None,
         start: str = "0",
     ) -> ConsumerConfig:
         import os
@@ -85,95 +103,39 @@ class ConsumerConfig:
             max_deliveries=settings.stream_max_deliveries,
             retention=settings.stream_retention,
             start=start,
+            shadow_stream=shadow_stream,
         )
-
-
-@dataclass
-class ConsumerStats:
-    read: int = 0
-    predicted: int = 0
-    dead_lettered: int = 0
-    claimed: int = 0
-    batches: int = 0
-    reconnects: int = 0
-    failed_batches: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def line(self) -> str:
-        uptime = max(time.monotonic() - self.started, 1e-9)
-        return (
-            f"{self.predicted:,} predicted ({self.predicted / uptime:,.0f}/s over {uptime:,.0f}s), "
-            f"{self.dead_lettered:,} dead-lettered, "
-            f"{self.claimed:,} claimed from other consumers, {self.reconnects} reconnects"
-        )
-
-
-@lru_cache(maxsize=1)
-def _metrics() -> dict[str, Any]:
-    """Prometheus metrics, registered once per process (labels tell consumers apart)."""
-    from prometheus_client import Counter, Gauge, Histogram
-
-    labels = ["service", "group"]
-    return {
-        "events": Counter(
-            "ridecast_stream_events",
-            "Events handled, by outcome (predicted or dead_lettered).",
-            [*labels, "outcome"],
-        ),
-        "claimed": Counter(
-            "ridecast_stream_claimed_events",
-            "Pending events claimed after their consumer stayed idle too long.",
-            labels,
-        ),
-        "batch_seconds": Histogram(
-            "ridecast_stream_batch_seconds",
-            "Time to decode, predict, write and acknowledge one micro-batch.",
-            labels,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-        ),
-        "age": Histogram(
-            "ridecast_stream_event_age_seconds",
-            "Age of each batch's oldest event (time since it was produced) when acknowledged.",
-            labels,
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        ),
-        "in_flight": Gauge(
-            "ridecast_stream_in_flight_events", "Events read and not yet acknowledged.", labels
-        ),
-        "reconnects": Counter(
-            "ridecast_stream_reconnects", "Broker outages waited out with backoff.", labels
-        ),
-        "version": Gauge(
-            "ridecast_stream_model_version", "Model version the consumer predicts with.", labels
-        ),
-    }
 
 
 class StreamConsumer:
-    """Runs one :class:`Service` against one broker. ``predictor`` can be swapped at any time
-    (one reference assignment) by ``reload``, which is polled every ``reload_every_s``."""
+    """Runs one :class:`Service` against one broker, answering with whatever deployment
+    ``model`` hands out now (a Follower follows the alias and the rollout; a bare Predictor is
+    pinned). ``prediction_log`` receives every live and shadow answer, tagged ``source``."""
 
     def __init__(
         self,
         broker: Broker,
         service: Service,
-        predictor: Predictor,
+        model: DeploymentSource | Predictor,
         config: ConsumerConfig,
         *,
-        reload: Callable[[Predictor], Predictor | None] | None = None,
-        reload_every_s: float = 30.0,
+        prediction_log: PredictionLog | None = None,
+        source: str | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.broker = broker
         self.service = service
-        self.predictor = predictor
+        self.deployments: DeploymentSource = (
+            Pinned(model) if hasattr(model, "predict_arrays") else model  # type: ignore[arg-type]
+        )
         self.config = config
-        self.reload = reload
-        self.reload_every_s = reload_every_s
+        self.prediction_log = prediction_log
+        self.source = source or f"stream:{service.name}"
         self.log = log or (lambda message: None)
         self.stats = ConsumerStats()
         m = _metrics()
         key = (service.name, config.group)
+        self._key = key
         self._predicted = m["events"].labels(*key, "predicted")
         self._dead = m["events"].labels(*key, "dead_lettered")
         self._claimed = m["claimed"].labels(*key)
@@ -182,11 +144,23 @@ class StreamConsumer:
         self._in_flight = m["in_flight"].labels(*key)
         self._reconnects = m["reconnects"].labels(*key)
         self._version = m["version"].labels(*key)
-        self._set_version_metric()
+        self._answers = m["answers"]
+        self._shadow_failures = m["shadow_failures"].labels(*key)
+        self._fallbacks = m["fallbacks"]
+        self._seen: Deployment | None = None
+        self._errors_said: set[str] = set()
+        self._follow_error: str | None = None
 
-    def _set_version_metric(self) -> None:
-        with contextlib.suppress(ValueError):  # non-numeric versions have no gauge value
-            self._version.set(float(self.predictor.version))
+    def _deployment(self) -> Deployment:
+        """The deployment for this batch; says so (once) when it is a new one."""
+        deployment = self.deployments.current
+        if deployment is not self._seen:
+            previous, self._seen = self._seen, deployment
+            with contextlib.suppress(ValueError):  # non-numeric versions have no gauge value
+                self._version.set(float(deployment.stable.version))
+            if previous is not None or deployment.state is not None:
+                self.log(f"{self.service.name}: now {_describe(deployment)}")
+        return deployment
 
     # -- one micro-batch --------------------------------------------------------------------
     def handle(self, messages: list[Message]) -> None:
@@ -211,10 +185,18 @@ class StreamConsumer:
                 fresh.append(message)
         batch, invalid = decode_batch(fresh, progress=self.service.progress)
         poison.extend(invalid)
-        # A model failure leaves the batch unacknowledged: it is redelivered after the idle
-        # timeout and dead-lettered once it exceeds max_deliveries.
-        payloads = self.service.outputs(self.predictor, batch)
-        outputs = [Output(p, m.id) for p, m in zip(payloads, batch.messages, strict=True)]
+        # A live model failure raises here and leaves the batch unacknowledged: it is
+        # redelivered after the idle timeout and dead-lettered once it exceeds max_deliveries.
+        routed = route_batch(
+            self.service,
+            self._deployment(),
+            batch,
+            started=started,
+            source=self.source,
+            log=self.prediction_log is not None,
+        )
+        ids = [m.id for m in batch.messages]
+        outputs = [Output(p, i) for p, i in zip(routed.outputs, ids, strict=True)]
         dead = [
             Output(
                 dead_letter(
@@ -230,6 +212,8 @@ class StreamConsumer:
             for m, reason in poison
         ]
         groups: dict[str, list[Output]] = {cfg.output_stream: outputs}
+        if routed.shadow:
+            groups[cfg.shadow_output] = [Output(p, ids[i]) for i, p in routed.shadow]
         if dead:
             groups[cfg.dead_letter_stream] = dead
         self.broker.complete(
@@ -240,15 +224,62 @@ class StreamConsumer:
             maxlen=cfg.retention,
         )
         self._in_flight.set(0)
-        self.stats.batches += 1
-        self.stats.predicted += len(outputs)
-        self.stats.dead_lettered += len(dead)
-        self._predicted.inc(len(outputs))
-        if dead:
-            self._dead.inc(len(dead))
+        if self.prediction_log is not None:  # only what was written and acknowledged
+            for entry in routed.logs:
+                self.prediction_log.log(entry)
+        self._count(routed, len(outputs), len(dead))
         self._batch_seconds.observe(time.perf_counter() - started)
         oldest = messages[0].produced_ms  # brokers deliver in id order
         self._age.observe(max(time.time() * 1000 - oldest, 0.0) / 1000)
+
+    def _count(self, routed: Routed, predicted: int, dead: int) -> None:
+        self.stats.batches += 1
+        self.stats.predicted += predicted
+        self.stats.dead_lettered += dead
+        self._predicted.inc(predicted)
+        if dead:
+            self._dead.inc(dead)
+        for group in (*routed.live_groups, *routed.shadow_groups):
+            self._answers.labels(*self._key, group.version, group.arm).inc(group.events)
+        self.stats.shadowed += sum(g.events for g in routed.shadow_groups)
+        for failure in routed.failures:
+            self._fail(failure)
+
+    def _fail(self, failure: Failure) -> None:
+        """Count a version's failure (metrics, stats, the log's error rows); say it once."""
+        deployment = self._seen
+        if failure.shadow:
+            self.stats.shadow_failures += failure.events
+            self._shadow_failures.inc(failure.events)
+            outcome = "its shadow copies are dropped and counted; the live answers are written"
+        else:
+            self.stats.fallbacks += failure.events
+            self._fallbacks.labels(*self._key, failure.version).inc(failure.events)
+            outcome = "the stable version answered its events instead"
+        if self.prediction_log is not None and deployment is not None:
+            self.prediction_log.log_errors(
+                deployment.model,
+                failure.version,
+                failure.arm,
+                deployment.rollout_id,
+                self.source,
+                failure.events,
+            )
+        if failure.message not in self._errors_said and len(self._errors_said) < 100:
+            self._errors_said.add(failure.message)
+            self.log(f"{self.service.name}: {failure.message}; {outcome}")
+
+    def _check_follower(self) -> None:
+        """Say once when the deployment source cannot follow the registry or the rollout state
+        (it keeps serving what it has), and once when it can again."""
+        error = getattr(self.deployments, "last_error", None)
+        if error == self._follow_error:
+            return
+        self._follow_error = error
+        if error is not None:
+            self.log(f"{self.service.name}: {error}; still serving {_describe(self._seen)}")
+        else:
+            self.log(f"{self.service.name}: following the registry and rollout state again")
 
     # -- the loop ---------------------------------------------------------------------------
     def run(
@@ -264,7 +295,6 @@ class StreamConsumer:
         stop = stop or threading.Event()
         claim_every_s = min(max(cfg.claim_idle_ms / 2000, 0.05), 5.0)
         next_claim = 0.0
-        next_reload = time.monotonic() + self.reload_every_s
         next_status = time.monotonic() + status_every_s if status_every_s else float("inf")
         backoff = 0.0
         down_since: float | None = None
@@ -322,10 +352,8 @@ class StreamConsumer:
                 group_ready = False  # a restarted broker may have lost it
                 stop.wait(wait)
                 continue
+            self._check_follower()
             now = time.monotonic()
-            if self.reload is not None and now >= next_reload:
-                next_reload = now + self.reload_every_s
-                self._maybe_reload()
             if now >= next_status:
                 next_status = now + status_every_s
                 self.log(f"{self.service.name}: {self.stats.line()}")
@@ -351,14 +379,16 @@ class StreamConsumer:
                     return group.pending > 0
         return False
 
-    def _maybe_reload(self) -> None:
-        assert self.reload is not None
-        try:
-            fresh = self.reload(self.predictor)
-        except Exception as exc:  # the registry being away must not stop predictions
-            self.log(f"model reload check failed: {exc}")
-            return
-        if fresh is not None and fresh.version != self.predictor.version:
-            self.log(f"{self.service.name}: model v{self.predictor.version} → v{fresh.version}")
-            self.predictor = fresh
-            self._set_version_metric()
+
+def _describe(deployment: Deployment | None) -> str:
+    """``ride-duration v1`` or ``ride-duration v1, canary to v2 (50% live, 100% shadow; …)``."""
+    if deployment is None:
+        return "nothing yet"
+    state = deployment.state
+    text = f"{deployment.model} v{deployment.stable.version}"
+    if state is None:
+        return text
+    return (
+        f"{text}, {state.strategy} to v{state.candidate_version} ({state.weight}% live, "
+        f"{state.shadow_percent}% shadow; rollout {state.id})"
+    )

@@ -14,6 +14,9 @@ Ride-progress event (input of dynamic duration): a ride event plus where the rid
     {"model": "ride_duration_prediction_model", "version": "3",
      "prediction": {"ride_duration": 21.3, "ride_id": 256}}
 
+While a rollout is active, each output also names its arm and the rollout, after the course's
+keys: ``{"model": …, "version": "2", "prediction": {…}, "arm": "canary", "rollout_id": "…"}``.
+
 An event that cannot be predicted is *poison*: :func:`decode_batch` returns it with a reason
 that names the ride, the field, what was expected and what arrived, and the consumer sends it to
 the dead-letter stream instead of stopping.
@@ -55,6 +58,26 @@ class EventBatch:
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    def take(self, index: np.ndarray) -> EventBatch:
+        """The events at ``index`` (in that order): one version's share of a routed batch."""
+        picks = index.tolist()
+
+        def cut(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[index]
+
+        return EventBatch(
+            [self.messages[i] for i in picks],
+            [self.ride_ids[i] for i in picks],
+            RideArrays(
+                pu=self.arrays.pu[index],
+                do=self.arrays.do[index],
+                distance=self.arrays.distance[index],
+            ),
+            elapsed=cut(self.elapsed),
+            covered=cut(self.covered),
+            current=cut(self.current),
+        )
 
 
 def _describe(value: Any) -> str:

@@ -7,7 +7,9 @@ It takes the event AWS hands a Kinesis-triggered function — ``{"Records": [{"k
 vectorized call.
 
 The model (``RIDECAST_MODEL_URI``, default ``models:/ride-duration@champion``, from the registry at
-``MLFLOW_TRACKING_URI``) is loaded once per container, on the first invocation. A record that is
+``MLFLOW_TRACKING_URI``) comes from :meth:`ridecast.registry.Registry.predictor`, the one way every
+mode loads a model: one Registry per container resolves the reference on each invocation (a
+moved alias takes effect on the next one) and keeps each loaded, warmed version. A record that is
 not a valid ride event does not fail the whole batch (Kinesis would retry it forever): it is
 left out of ``predictions`` and reported under ``errors`` with its sequence number and reason.
 """
@@ -21,24 +23,28 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ridecast.predictor import Predictor
+    from ridecast.registry import Registry
 
 _lock = threading.Lock()
-_predictor: Predictor | None = None
+_registry: Registry | None = None
 
 
-def load_predictor() -> Predictor:
-    """The container's model: loaded on first use, then reused by every invocation."""
-    global _predictor
+def container_registry() -> Registry:
+    """The container's registry, created on first use; it caches every version it loads."""
+    global _registry
     with _lock:
-        if _predictor is None:
-            from ridecast.predictor import Predictor
+        if _registry is None:
             from ridecast.registry import Registry
             from ridecast.settings import get_settings
 
-            settings = get_settings()
-            _predictor = Predictor(Registry(settings).load(settings.lambda_model_uri))
-            _predictor.warm()
-        return _predictor
+            _registry = Registry(get_settings())
+        return _registry
+
+
+def load_predictor() -> Predictor:
+    """The version ``RIDECAST_MODEL_URI`` names now, loaded and warmed once per container."""
+    registry = container_registry()
+    return registry.predictor(registry.settings.lambda_model_uri)
 
 
 def handle_records(event: dict[str, Any], predictor: Predictor) -> dict[str, Any]:

@@ -89,6 +89,18 @@ _TRANSIENT = (
 )
 
 
+# Replies that mean "this server cannot take the command now" rather than "the command is wrong":
+# a replica during a failover (READONLY), a server still loading or without its master.
+_UNAVAILABLE_REPLIES = (
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -125,6 +137,12 @@ class RedisStreamBroker:
             raise BrokerUnavailable(
                 f"Redis at {_redacted(self.url)} is unavailable during {what}: {exc}"
             ) from exc
+        except redis.ResponseError as exc:
+            if isinstance(exc, redis.ReadOnlyError) or str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise BrokerUnavailable(
+                    f"Redis at {_redacted(self.url)} refuses {what} for now: {exc}"
+                ) from exc
+            raise
 
     def ensure_group(
         self, stream: str, group: str, *, start: str = "0", consumer: str | None = None

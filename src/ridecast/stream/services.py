@@ -48,6 +48,16 @@ PACE_CLIP = (0.25, 4.0)
 
 
 @dataclass(frozen=True)
+class Answer:
+    """One version's predictions for some events: ``values`` is the output's prediction (the
+    corrected total for dynamic duration, which also has ``remaining``)."""
+
+    version: str
+    values: np.ndarray
+    remaining: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Service:
     """One kind of stream consumer."""
 
@@ -64,43 +74,73 @@ class Service:
         return f"models:/{self.model_name}@champion"
 
     def outputs(self, predictor: Predictor, batch: EventBatch) -> list[bytes]:
-        """One output record per valid event, in order."""
+        """One output record per valid event, in order (one version, no rollout)."""
         if len(batch) == 0:
             return []
-        if self.progress:
-            return self._dynamic_outputs(predictor, batch)
-        values = predictor.predict_arrays(batch.arrays).tolist()
-        model, version, key = self.output_model, predictor.version, self.output_key
-        return [
-            prediction_output(model, version, key, value, ride_id)
-            for value, ride_id in zip(values, batch.ride_ids, strict=True)
-        ]
+        return self.encode(batch, self.predict(predictor, batch))
 
-    def _dynamic_outputs(self, predictor: Predictor, batch: EventBatch) -> list[bytes]:
-        import orjson
-
+    def predict(self, predictor: Predictor, batch: EventBatch) -> Answer:
+        """One vectorized model call for the whole batch."""
+        if not self.progress:
+            return Answer(predictor.version, predictor.predict_arrays(batch.arrays))
         assert batch.elapsed is not None and batch.covered is not None
         assert batch.current is not None
         total, remaining = dynamic_duration(
             predictor, batch.arrays, batch.elapsed, batch.covered, batch.current
         )
-        version = predictor.version
+        return Answer(predictor.version, total, remaining)
+
+    def encode(
+        self,
+        batch: EventBatch,
+        answer: Answer,
+        *,
+        arm: str | None = None,
+        rollout_id: str | None = None,
+    ) -> list[bytes]:
+        """The output records of ``answer``. ``arm`` and ``rollout_id`` are added after the
+        course's keys only while a rollout is active, so the course's shape is untouched
+        otherwise."""
+        model, version, key = self.output_model, answer.version, self.output_key
+        values = answer.values.tolist()
+        if not self.progress and arm is None:
+            return [
+                prediction_output(model, version, key, value, ride_id)
+                for value, ride_id in zip(values, batch.ride_ids, strict=True)
+            ]
+        import orjson
+
+        tail = {} if arm is None else {"arm": arm, "rollout_id": rollout_id}
+        if not self.progress:
+            return [
+                orjson.dumps(
+                    {
+                        "model": model,
+                        "version": version,
+                        "prediction": {key: value, "ride_id": ride_id},
+                        **tail,
+                    }
+                )
+                for value, ride_id in zip(values, batch.ride_ids, strict=True)
+            ]
+        assert batch.elapsed is not None and answer.remaining is not None
         return [
             orjson.dumps(
                 {
-                    "model": self.output_model,
+                    "model": model,
                     "version": version,
                     "prediction": {
-                        self.output_key: t,
+                        key: t,
                         "remaining_duration": r,
                         "elapsed_minutes": e,
                         "ride_id": ride_id,
                     },
+                    **tail,
                 }
             )
             for t, r, e, ride_id in zip(
-                total.tolist(),
-                remaining.tolist(),
+                values,
+                answer.remaining.tolist(),
                 batch.elapsed.tolist(),
                 batch.ride_ids,
                 strict=True,

@@ -14,27 +14,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ridecast import __version__
+from ridecast.control.store import store_for
 from ridecast.errors import ModelError
 from ridecast.monitoring import MetricSet, PredictionLog
 from ridecast.registry import ModelRef, Registry, parse_model_uri
 from ridecast.settings import Settings, get_settings
-from ridecast.web import lifecycle, validation
+from ridecast.web import admin, lifecycle, validation
 from ridecast.web.protocols import mlflow as mlflow_protocol
 from ridecast.web.protocols import oip, seed
-from ridecast.web.slots import ModelSlot, ModelWatcher
+from ridecast.web.shadow import ShadowRunner
+from ridecast.web.slots import ModelSlot, NotLoaded
 from ridecast.web.validation import InvalidInput, RideBatch
+
+if TYPE_CHECKING:
+    from ridecast.control.controller import Controller
+    from ridecast.control.follower import Deployment
 
 log = logging.getLogger("ridecast.web")
 
@@ -43,11 +50,13 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
+PREVIEW_HEADER = b"x-ridecast-preview"
 FEEDBACK_TARGETS = {"actual_duration": "duration", "actual_tip": "tip", "actual_cost": "cost"}
 
 
-class Service:
-    """Everything a serving process holds: the model slots, metrics, the prediction log."""
+class ServingProcess:
+    """Everything a serving process holds: the model slots (each following its alias and its
+    rollout), the shadow runner, metrics, the prediction log and the rollout controller."""
 
     def __init__(
         self,
@@ -55,14 +64,20 @@ class Service:
         *,
         registry: Registry | None = None,
         metrics_share_dir: Path | None = None,
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
+        self.worker = worker
         self.registry = registry or Registry(settings)
         self.refs = parse_model_refs(settings.serve_models)
         self.max_rides = settings.serve_max_rides
         self.max_body = settings.serve_max_body_bytes
         self.metrics = MetricSet(share_dir=metrics_share_dir)
         self.prediction_log: PredictionLog | None = None
+        self.store = store_for(settings)
+        self.shadow = ShadowRunner(self.metrics, None, maxsize=settings.shadow_queue_size)
+        self.following = settings.serve_watch_interval > 0
+        interval = min(settings.serve_watch_interval or 1.0, settings.rollout_follow_interval)
         self.slots: dict[str, ModelSlot] = {}
         for ref in self.refs:
             self.slots[ref.name] = ModelSlot(
@@ -70,12 +85,19 @@ class Service:
                 self.registry,
                 metrics=self.metrics,
                 prediction_log=None,
+                store=self.store,
+                shadow=self.shadow,
                 batching=settings.serve_batching,
                 max_batch_size=settings.serve_max_batch_size,
                 max_batch_time=settings.serve_max_batch_time_ms / 1000.0,
+                follow_interval=interval,
+                alias_interval=settings.serve_watch_interval or interval,
+                worker=worker,
             )
         self.default = self.slots[self.refs[0].name]
-        self.watcher = ModelWatcher(list(self.slots.values()), settings.serve_watch_interval)
+        self.controller: Controller | None = None
+        self.admin_token = settings.resolved_admin_token
+        self.feedback_token = settings.resolved_feedback_token
         self.started = False
         self.draining = False
 
@@ -92,7 +114,16 @@ class Service:
         if self.settings.serve_log_predictions:
             for slot in self.slots.values():
                 slot.prediction_log = self.prediction_log
-        self.watcher.start()
+            self.shadow.prediction_log = self.prediction_log
+        self.shadow.start()
+        if self.following:
+            for slot in self.slots.values():
+                slot.start_following()
+        if self.settings.rollout_controller:
+            from ridecast.control.controller import Controller
+
+            self.controller = Controller(self.settings, self.registry, self.store)
+            self.controller.start()
         self.metrics.start_exporting()
         lifecycle.DRAIN_HOOKS.append(self.begin_drain)
         self.started = True
@@ -104,9 +135,13 @@ class Service:
 
     def stop(self) -> None:
         self.draining = True
-        self.watcher.stop()
+        if self.controller is not None:
+            self.controller.stop()
+        for slot in self.slots.values():
+            slot.stop_following()
         if self.begin_drain in lifecycle.DRAIN_HOOKS:
             lifecycle.DRAIN_HOOKS.remove(self.begin_drain)
+        self.shadow.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()
         self.metrics.stop_exporting()
@@ -125,33 +160,47 @@ class Service:
     # --- the protocols' data plane ---
 
     async def predict_seed(
-        self, slot: ModelSlot, body: bytes, started: float
+        self, slot: ModelSlot, body: bytes, started: float, preview: bool = False
     ) -> tuple[int, bytes, str]:
         try:
             parsed = seed.parse(body, self.max_rides)
             if type(parsed) is tuple:
                 pu, do, distance, ride_id, user_id = parsed
-                value, version = await slot.batcher.predict(
-                    (pu, do, distance, ride_id, user_id, started)
+                value, version = await slot.predict_one(
+                    pu, do, distance, ride_id, user_id, started, preview=preview
                 )
                 return 200, seed.encode_one(slot.target, value, version, ride_id, user_id), version
             assert isinstance(parsed, RideBatch)
-            values, version = self.predict_batch(slot, parsed, "web:/predict", started)
-            return 200, seed.encode_many(slot.target, values, version, parsed), version
+            values, versions = self.predict_batch(
+                slot, parsed, "web:/predict", started, preview=preview
+            )
+            content = seed.encode_many(slot.target, values, versions, parsed)
+            return 200, content, versions if isinstance(versions, str) else "mixed"
         except InvalidInput as exc:
             return exc.status, orjson.dumps(exc.body()), ""
+        except NotLoaded as exc:
+            return 503, orjson.dumps({"detail": f"{exc}; retry shortly"}), ""
 
     def predict_batch(
-        self, slot: ModelSlot, batch: RideBatch, source: str, started: float
-    ) -> tuple[list[float], str]:
-        predictions, version = slot.predict(
+        self,
+        slot: ModelSlot,
+        batch: RideBatch,
+        source: str,
+        started: float,
+        *,
+        version: str | None = None,
+        preview: bool = False,
+    ) -> tuple[list[float], list[str] | str]:
+        predictions, versions = slot.predict(
             batch.arrays(),
             source=source,
             started=started,
             ride_ids=batch.ride_ids if batch.has_ids else None,
             user_ids=batch.user_ids if batch.has_ids else None,
+            version=version,
+            preview=preview,
         )
-        return predictions.tolist(), version
+        return predictions.tolist(), versions
 
     def slot_named(self, name: str) -> ModelSlot | None:
         return self.slots.get(name)
@@ -161,29 +210,67 @@ class Service:
             "status": "ready" if self.ready else "not ready",
             **({} if self.ready else {"reason": self.not_ready_reason()}),
             "pid": os.getpid(),
-            "models": {
-                s.name: {
-                    "uri": s.ref.uri,
-                    "version": s.version or None,
-                    "target": s.target if s.ready else None,
-                    "loaded_at": s.loaded_at,
-                    "last_check": s.last_check,
-                    "last_error": s.last_error,
-                    "batches": s.batcher.batches,
-                }
-                for s in self.slots.values()
+            "worker": self.worker,
+            "models": {s.name: self._slot_health(s) for s in self.slots.values()},
+            "shadow": {
+                "answered": self.shadow.answered,
+                "dropped": self.shadow.dropped,
+                "failed": self.shadow.failed,
+                "pending": self.shadow.pending,
             },
+            "rollout_state": self.store.safe_url,
             "prediction_log": None
             if self.prediction_log is None
             else {
-                "url": self.prediction_log.engine.url.render_as_string(hide_password=True),
+                "url": self.prediction_log.safe_url,
                 "logging_predictions": self.settings.serve_log_predictions,
                 "written": self.prediction_log.written,
                 "pending": self.prediction_log.pending,
                 "dropped": self.prediction_log.dropped,
                 "last_error": self.prediction_log.last_error,
+                "feedback": dict(self.prediction_log.feedback_counts),
             },
         }
+
+    @staticmethod
+    def _slot_health(slot: ModelSlot) -> dict[str, Any]:
+        follower = slot.follower
+        deployment = follower.current if follower.ready else None
+        state = deployment.state if deployment is not None else None
+        return {
+            "uri": slot.ref.uri,
+            "version": slot.version or None,
+            "target": slot.target or None,
+            "loaded_versions": sorted(deployment.predictors) if deployment else [],
+            "answering": _answering(deployment),
+            "rollout": None
+            if state is None
+            else {
+                "id": state.id,
+                "strategy": state.strategy,
+                "phase": state.phase,
+                "step": state.step,
+                "weights": state.weights,
+                "shadow_percent": state.shadow_percent,
+                "preview": state.preview,
+            },
+            "loaded_at": follower.loaded_at,
+            "last_check": follower.last_check,
+            "last_error": follower.last_error,
+            "batches": slot.batches,
+        }
+
+
+def _answering(deployment: Deployment | None) -> str | None:
+    """The version this process answers with when that does not depend on the rider: no
+    rollout, or a rolling one (which moves whole workers)."""
+    if deployment is None:
+        return None
+    if deployment.state is None:
+        return deployment.router.stable.version
+    if deployment.state.strategy == "rolling":
+        return deployment.router.route("").version
+    return None
 
 
 def parse_model_refs(text: str) -> list[ModelRef]:
@@ -200,8 +287,15 @@ def parse_model_refs(text: str) -> list[ModelRef]:
     return refs
 
 
+# A request over the size limit is read to its end, up to this many bytes, before the 413 goes
+# out: a client that writes its whole body before reading (urllib, curl without Expect) then
+# reads the answer instead of a connection reset. Beyond this the connection is simply closed.
+DRAIN_BYTES = 32 * 1024 * 1024
+
+
 async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, or InvalidInput(413) as soon as it passes ``limit`` bytes."""
+    """The whole request body, or InvalidInput(413) once it passes ``limit`` bytes (after
+    draining the rest of the body, up to :data:`DRAIN_BYTES`)."""
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
@@ -215,9 +309,17 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            await _drain(receive, message, size)
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _drain(receive: Receive, message: MutableMapping[str, Any], size: int) -> None:
+    """Read and drop the rest of a refused body, up to DRAIN_BYTES in all."""
+    while message.get("more_body", False) and size <= DRAIN_BYTES:
+        message = await receive()
+        size += len(message.get("body", b""))
 
 
 def _replay(first: MutableMapping[str, Any], receive: Receive) -> Receive:
@@ -243,7 +345,7 @@ def _too_large(limit: int) -> InvalidInput:
 class RidecastApp:
     """The ASGI entry point: ``POST /predict`` in plain ASGI, everything else via FastAPI."""
 
-    def __init__(self, service: Service, api: FastAPI) -> None:
+    def __init__(self, service: ServingProcess, api: FastAPI) -> None:
         self.service = service
         self.api = api
         self.metrics = service.metrics
@@ -252,23 +354,35 @@ class RidecastApp:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             if path == "/predict":
-                await self._predict(self.service.default, receive, send)
+                await self._predict(self.service.default, scope, receive, send)
                 return
             if path.startswith("/predict/"):
                 slot = self.service.slot_named(path[9:])
                 if slot is not None:
-                    await self._predict(slot, receive, send)
+                    await self._predict(slot, scope, receive, send)
+                    return
+            if path.startswith("/preview/predict"):
+                name = path[17:]
+                slot = self.service.default if not name else self.service.slot_named(name)
+                if slot is not None:
+                    await self._predict(slot, scope, receive, send, preview=True)
                     return
         await self.api(scope, receive, send)
 
-    async def _predict(self, slot: ModelSlot, receive: Receive, send: Send) -> None:
+    async def _predict(
+        self, slot: ModelSlot, scope: Scope, receive: Receive, send: Send, preview: bool = False
+    ) -> None:
         started = time.perf_counter()
+        if not preview:
+            for key, value in scope["headers"]:
+                if key == PREVIEW_HEADER:
+                    preview = value.strip().lower() in (b"1", b"true", b"yes", b"candidate")
         try:
             message = await receive()
             body = message.get("body", b"")
             if message.get("more_body", False) or len(body) > self.service.max_body:
                 body = await read_body(_replay(message, receive), self.service.max_body)
-            status, content, version = await self.service.predict_seed(slot, body, started)
+            status, content, version = await self.service.predict_seed(slot, body, started, preview)
         except InvalidInput as exc:
             status, content, version = exc.status, orjson.dumps(exc.body()), ""
         except Exception:
@@ -288,12 +402,32 @@ class RidecastApp:
         self.metrics.record_request("/predict", status, version, time.perf_counter() - started)
 
 
+def _with_path_parameters(path: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` plus the OpenAPI declaration of ``path``'s ``{parameters}``. The handlers read
+    them from the request (one handler serves several paths), so FastAPI cannot infer them."""
+    names = re.findall(r"{(\w+)}", path)
+    if not names:
+        return extra
+    described = {"name": "The served model's name", "version": "A version this server has loaded"}
+    parameters = [
+        {
+            "name": n,
+            "in": "path",
+            "required": True,
+            "description": described.get(n, n),
+            "schema": {"type": "string"},
+        }
+        for n in names
+    ]
+    return {**extra, "parameters": parameters}
+
+
 def _json(status: int, content: bytes | dict[str, Any]) -> Response:
     body = content if isinstance(content, bytes) else orjson.dumps(content)
     return Response(body, status_code=status, media_type="application/json")
 
 
-def build_api(service: Service) -> FastAPI:
+def build_api(service: ServingProcess) -> FastAPI:
     """The FastAPI app: every route, the OpenAPI page, and the lifespan that loads models."""
 
     @asynccontextmanager
@@ -351,7 +485,7 @@ def build_api(service: Service) -> FastAPI:
             tags=["course API"],
             summary="Predict one ride or a list of rides"
             + (" with the first served model" if path == "/predict" else " with a named model"),
-            openapi_extra=seed.OPENAPI,
+            openapi_extra=_with_path_parameters(path, seed.OPENAPI),
         )
 
     @api.post("/feedback", tags=["course API"], summary="Record the actual value when a ride ends")
@@ -359,6 +493,9 @@ def build_api(service: Service) -> FastAPI:
         """Body: `{"ride_id": ..., "actual_duration": 23.5}` (or `actual_tip` / `actual_cost`),
         or a list of such objects. Stored in the prediction log's `feedback` table."""
         started = time.perf_counter()
+        denied = admin.check_token(request, service.feedback_token, "feedback")
+        if denied is not None:
+            return done("/feedback", started, denied[0], denied[1])
         try:
             body = await read_body(request.receive, service.max_body)
             items = seed.loads(body)
@@ -368,7 +505,8 @@ def build_api(service: Service) -> FastAPI:
         assert service.prediction_log is not None
         for ride_id, target, actual in rows:
             service.prediction_log.log_feedback(ride_id, target, actual)
-        return done("/feedback", started, 200, {"recorded": len(rows)})
+        # Accepted now; the writer then counts each as recorded, duplicate or unknown_ride.
+        return done("/feedback", started, 200, {"accepted": len(rows)})
 
     # --- MLflow's scoring protocol ---
 
@@ -388,7 +526,11 @@ def build_api(service: Service) -> FastAPI:
             )
         except InvalidInput as exc:
             return done("/invocations", started, exc.status, mlflow_protocol.error_body(exc))
-        values, version = service.predict_batch(slot, batch, "web:/invocations", started)
+        try:
+            values, versions = service.predict_batch(slot, batch, "web:/invocations", started)
+        except NotLoaded as exc:
+            return done("/invocations", started, 503, {"detail": f"{exc}; retry shortly"})
+        version = versions if isinstance(versions, str) else "mixed"
         return done("/invocations", started, 200, mlflow_protocol.encode(values), version)
 
     def health_response(endpoint: str) -> Response:
@@ -462,14 +604,17 @@ def build_api(service: Service) -> FastAPI:
         slot = service.slot_named(name)
         if slot is None:
             return None, _json(404, oip.error_body(unknown_model(name)))
-        if version is not None and version != slot.version:
-            return None, _json(
-                404,
-                oip.error_body(
-                    f"{name} version {version} is not served; this server serves version "
-                    f"{slot.version} (it follows {slot.ref.uri})"
-                ),
-            )
+        if version is not None:
+            loaded = sorted(slot.follower.current.predictors) if slot.ready else []
+            if version not in loaded:
+                return None, _json(
+                    404,
+                    oip.error_body(
+                        f"{name} version {version} is not loaded here; loaded: "
+                        f"{', '.join(loaded) or 'none yet'} (it follows {slot.ref.uri} and "
+                        "its rollout)"
+                    ),
+                )
         return slot, None
 
     async def v2_model(request: Request) -> Response:
@@ -477,7 +622,8 @@ def build_api(service: Service) -> FastAPI:
         if slot is None:
             assert error is not None
             return error
-        return _json(200, oip.model_metadata(slot.name, slot.version, slot.target))
+        version = request.path_params.get("version") or slot.version
+        return _json(200, oip.model_metadata(slot.name, version, slot.target))
 
     async def v2_model_ready(request: Request) -> Response:
         slot, error = v2_slot(request.path_params["name"], request.path_params.get("version"))
@@ -508,15 +654,36 @@ def build_api(service: Service) -> FastAPI:
             )
         except InvalidInput as exc:
             return done("/v2/infer", started, exc.status, oip.error_body(str(exc), exc.problems))
-        values, version = service.predict_batch(slot, batch, "web:/v2/infer", started)
+        try:
+            values, versions = service.predict_batch(
+                slot, batch, "web:/v2/infer", started, version=request.path_params.get("version")
+            )
+        except NotLoaded as exc:
+            return done("/v2/infer", started, 503, oip.error_body(f"{exc}; retry shortly"))
+        version = versions if isinstance(versions, str) else "mixed"
         content = oip.encode_infer(slot.name, version, slot.target, values, request_id)
         return done("/v2/infer", started, 200, content, version)
 
+    admin.add_routes(api, service)
+
     tag: list[str | Enum] = ["Open Inference Protocol v2"]
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        api.add_api_route(base, v2_model, methods=["GET"], tags=tag, summary="Model metadata")
+        params = _with_path_parameters(base, {})
         api.add_api_route(
-            f"{base}/ready", v2_model_ready, methods=["GET"], tags=tag, summary="Model ready"
+            base,
+            v2_model,
+            methods=["GET"],
+            tags=tag,
+            summary="Model metadata",
+            openapi_extra=params,
+        )
+        api.add_api_route(
+            f"{base}/ready",
+            v2_model_ready,
+            methods=["GET"],
+            tags=tag,
+            summary="Model ready",
+            openapi_extra=params,
         )
         api.add_api_route(
             f"{base}/infer",
@@ -524,7 +691,7 @@ def build_api(service: Service) -> FastAPI:
             methods=["POST"],
             tags=tag,
             summary="Infer (tabular: one input per column)",
-            openapi_extra=oip.OPENAPI,
+            openapi_extra=_with_path_parameters(base, oip.OPENAPI),
         )
     return api
 
@@ -562,11 +729,16 @@ def create_app(
     *,
     registry: Registry | None = None,
     metrics_share_dir: Path | None = None,
+    worker: int | None = None,
 ) -> RidecastApp:
     """The ASGI app for ``settings.serve_models``. Models load at startup (ASGI lifespan), or
-    earlier if the caller runs ``app.service.start()`` itself."""
-    service = Service(
-        settings or get_settings(), registry=registry, metrics_share_dir=metrics_share_dir
+    earlier if the caller runs ``app.service.start()`` itself. ``worker`` is this process's
+    index among the server's workers (the rolling strategy moves workers by index)."""
+    service = ServingProcess(
+        settings or get_settings(),
+        registry=registry,
+        metrics_share_dir=metrics_share_dir,
+        worker=worker,
     )
     return RidecastApp(service, build_api(service))
 
@@ -576,4 +748,7 @@ def worker_app() -> RidecastApp:
     through files under ``<home>/run/serve-<supervisor pid>``."""
     settings = get_settings()
     share = settings.home.resolve() / "run" / f"serve-{os.getppid()}"
-    return create_app(settings, metrics_share_dir=share)
+    index = os.environ.get(lifecycle.WORKER_INDEX_ENV)
+    return create_app(
+        settings, metrics_share_dir=share, worker=int(index) if index is not None else None
+    )

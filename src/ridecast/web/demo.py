@@ -108,7 +108,7 @@ def demo_step(ctx: Any) -> None:
         console.print(
             f"[green]✓[/] web service on {url}: {served:.0f} requests in /metrics, "
             f"{log.written if log else 0} predictions in the log "
-            f"({settings.resolved_prediction_log_url}); "
+            f"({log.safe_url if log else ''}); "
             f"{time.perf_counter() - started:.1f}s. Run it yourself: [bold]ridecast serve[/]"
         )
         ctx.results["web"] = {"url": url, "hot_reload_to": version}

@@ -60,8 +60,29 @@ class GracefulServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def _worker(config: uvicorn.Config, shutdown_delay: float, sockets: list[socket.socket]) -> None:
+WORKER_INDEX_ENV = "RIDECAST_WORKER_INDEX"
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    """Drain and exit when the supervisor is gone (killed with SIGKILL, say): an orphaned worker
+    would keep the port and serve on, with nobody to stop or replace it."""
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:
+            log.error("the supervisor (pid %s) is gone; this worker drains and exits", parent)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def _worker(
+    config: uvicorn.Config, shutdown_delay: float, sockets: list[socket.socket], index: int
+) -> None:
+    os.environ[WORKER_INDEX_ENV] = str(index)  # a replacement keeps the index it replaces
     config.configure_logging()
+    watcher = threading.Thread(
+        target=_watch_parent, args=(os.getppid(),), name="ridecast-parent-watch", daemon=True
+    )
+    watcher.start()
     GracefulServer(config, shutdown_delay).run(sockets=sockets)
 
 
@@ -75,9 +96,11 @@ def run_workers(config: uvicorn.Config, workers: int, shutdown_delay: float) -> 
     sock = config.bind_socket()
     stopping = threading.Event()
 
-    def start() -> multiprocessing.process.BaseProcess:
+    def start(index: int) -> multiprocessing.process.BaseProcess:
         process = context.Process(
-            target=_worker, args=(config, shutdown_delay, [sock]), name="ridecast-worker"
+            target=_worker,
+            args=(config, shutdown_delay, [sock], index),
+            name=f"ridecast-worker-{index}",
         )
         process.start()
         return process
@@ -88,7 +111,7 @@ def run_workers(config: uvicorn.Config, workers: int, shutdown_delay: float) -> 
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, sig if sig != signal.SIGINT else signal.SIGTERM)
 
-    processes = [start() for _ in range(workers)]
+    processes = [start(i) for i in range(workers)]
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     restarts: list[float] = []
     try:
@@ -106,7 +129,7 @@ def run_workers(config: uvicorn.Config, workers: int, shutdown_delay: float) -> 
                         process.pid,
                         process.exitcode,
                     )
-                    processes[i] = start()
+                    processes[i] = start(i)
             stopping.wait(0.5)
         for process in processes:
             process.join()

@@ -1,36 +1,69 @@
-"""The model versions a server serves, one slot per registered model, with hot reload.
+"""The models a server serves, one slot per registered model, each following its rollout.
 
-A :class:`ModelSlot` holds the current :class:`~ridecast.predictor.Predictor` of one model.
-Requests read ``slot.predictor`` once per model call; a reload builds and warms the new
-Predictor first and then assigns it, so every request is answered by one whole version and none
-fails during a swap. If the new version does not load, the old one keeps serving and
-``last_error`` says why (``/health`` shows it, the log says it once).
+A :class:`ModelSlot` owns a :class:`~ridecast.control.follower.Follower` (the alias, the active
+rollout, the loaded versions and the router) and one micro-batcher per version. A request reads
+``follower.current`` once, asks its router which version answers (and which one shadows), and
+waits on that version's batcher, so a micro-batch never mixes versions. A list request is split
+by ride between versions and each answer says which version gave it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import threading
+import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ridecast.control.follower import Deployment, Follower
+from ridecast.errors import ModelError
 from ridecast.features import RideArrays
+from ridecast.modelref import ModelRef
 from ridecast.monitoring import MetricSet, PredictionBatch, PredictionLog
-from ridecast.predictor import Predictor
-from ridecast.registry import ModelRef, Registry
+from ridecast.rollout.router import Route, routing_key
 from ridecast.web.batching import AdaptiveBatcher
+from ridecast.web.shadow import ShadowJob, ShadowRunner
+from ridecast.web.validation import InvalidInput
+
+if TYPE_CHECKING:
+    from ridecast.control.store import RolloutStore
+    from ridecast.predictor import Predictor
+    from ridecast.registry import Registry
 
 log = logging.getLogger("ridecast.web")
 
-# One queued single-ride request: pu, do, distance, ride_id, user_id, arrival (perf_counter).
-RideItem = tuple[int, int, float, Any, Any, float]
+_request_ids = itertools.count(1)
+_PID = os.getpid()
+
+
+def _next_request_id() -> str:
+    return f"{_PID}-{next(_request_ids)}"
+
+
+@dataclass(slots=True)
+class RideRequest:
+    """One queued single-ride request."""
+
+    pu: int
+    do: int
+    distance: float
+    ride_id: Any
+    user_id: Any
+    arrived: float  # perf_counter
+    route: Route
+    rollout_id: str | None
+
+
+class NotLoaded(Exception):
+    """The slot has no version loaded yet (answered 503 with the reason)."""
 
 
 class ModelSlot:
-    """One served model: its current version, its micro-batcher, and its reload state."""
+    """One served model: its follower, its per-version batchers, metrics and log."""
 
     def __init__(
         self,
@@ -39,143 +72,170 @@ class ModelSlot:
         *,
         metrics: MetricSet,
         prediction_log: PredictionLog | None,
+        store: RolloutStore | None = None,
+        shadow: ShadowRunner | None = None,
         batching: bool = True,
         max_batch_size: int = 256,
         max_batch_time: float = 0.0,
+        follow_interval: float = 0.5,
+        alias_interval: float | None = None,
+        worker: int | None = None,
     ) -> None:
         self.ref = ref
         self.name = ref.name
         self.registry = registry
         self.metrics = metrics
         self.prediction_log = prediction_log
-        self._predictor: Predictor | None = None
-        self.loaded_at: float | None = None
-        self.last_check: float | None = None
-        self.last_error: str | None = None
-        self._failed_version: str | None = None
-        self._target = ""
-        self.batcher: AdaptiveBatcher[RideItem, tuple[float, str]] = AdaptiveBatcher(
-            self._predict_items,
-            max_batch_size=max_batch_size,
-            max_batch_time=max_batch_time,
-            enabled=batching,
+        self.shadow = shadow
+        self.follower = Follower(
+            ref,
+            registry,
+            store,
+            interval=follow_interval,
+            alias_interval=alias_interval,
+            on_change=self._changed,
+            worker=worker,
         )
+        self._batching = batching
+        self._max_batch_size = max_batch_size
+        self._max_batch_time = max_batch_time
+        # One micro-batcher per (version, arm): a batch is one model call and one log record,
+        # so the preview's requests to the candidate never borrow the canary's arm.
+        self._batchers: dict[
+            tuple[str, str], tuple[Predictor, AdaptiveBatcher[RideRequest, float]]
+        ] = {}
+        self._target = ""
 
-    @property
-    def predictor(self) -> Predictor:
-        predictor = self._predictor
-        if predictor is None:
-            raise RuntimeError(f"{self.name} is not loaded yet")
-        return predictor
+    # --- state ---
 
     @property
     def ready(self) -> bool:
-        return self._predictor is not None
+        return self.follower.ready
 
     @property
     def version(self) -> str:
-        return self._predictor.version if self._predictor is not None else ""
+        """The stable version (what the alias names, or the rollout's stable)."""
+        return self.follower.version
 
     @property
     def target(self) -> str:
-        """The output's name: the same for every version of a model."""
         return self._target
 
-    # --- loading and hot reload (called from a worker thread, never from the event loop) ---
+    @property
+    def last_error(self) -> str | None:
+        return self.follower.last_error
 
-    def load(self) -> Predictor:
-        """Load the version the reference points at now, warm it, then swap it in."""
-        loaded = self.registry.load(self.ref)
-        predictor = Predictor(loaded)
-        predictor.warm()
-        old = self._predictor
-        self._target = predictor.target
-        self._predictor = predictor  # the swap: one reference assignment
-        self.loaded_at = time.time()
-        self.last_error = None
-        self._failed_version = None
+    @property
+    def deployment(self) -> Deployment:
+        try:
+            return self.follower.current
+        except ModelError as exc:
+            raise NotLoaded(str(exc)) from None
+
+    @property
+    def predictor(self) -> Predictor:
+        return self.deployment.stable
+
+    @property
+    def batches(self) -> int:
+        return sum(b.batches for _, b in list(self._batchers.values()))
+
+    def load(self) -> None:
+        """First load (raises ModelError); afterwards the follower's thread keeps up."""
+        self.follower.refresh(first=True)
+
+    def start_following(self) -> None:
+        self.follower.start()
+
+    def stop_following(self) -> None:
+        self.follower.stop()
+
+    def _changed(self, new: Deployment, old: Deployment | None) -> None:
+        self._target = new.target
+        for key in list(self._batchers):
+            if key[0] not in new.predictors:
+                del self._batchers[key]
         if old is not None:
-            self.metrics.model_info.remove((self.name, old.version))
-        self.metrics.model_info.set((self.name, predictor.version), 1.0)
-        return predictor
+            for version in old.predictors:
+                if version not in new.predictors:
+                    self.metrics.model_info.remove((self.name, version))
+        for version in new.predictors:
+            self.metrics.model_info.set((self.name, version), 1.0)
 
-    def check(self) -> bool:
-        """Reload if the alias moved. Returns True when a new version was swapped in."""
-        self.last_check = time.time()
-        try:
-            version = self.registry.resolve(self.ref)
-        except Exception as exc:
-            self._fail(None, f"cannot resolve {self.ref.uri}: {exc}")
-            return False
-        if self._predictor is not None and version == self._predictor.version:
-            return False
-        if version == self._failed_version:
-            return False  # already reported; try again when the alias moves once more
-        old = self.version or "none"
-        try:
-            self.load()
-        except Exception as exc:
-            self._fail(version, f"{self.name} v{version} failed to load: {exc}")
-            return False
-        self.metrics.reloads.inc((self.name, "ok"))
-        log.info("%s: %s moved v%s → v%s; swapped after warm-up", self.name, self.ref, old, version)
-        return True
+    def _batcher(self, predictor: Predictor, arm: str) -> AdaptiveBatcher[RideRequest, float]:
+        key = (predictor.version, arm)
+        entry = self._batchers.get(key)
+        if entry is None or entry[0] is not predictor:
+            batcher: AdaptiveBatcher[RideRequest, float] = AdaptiveBatcher(
+                lambda items: self._predict_items(predictor, items),
+                max_batch_size=self._max_batch_size,
+                max_batch_time=self._max_batch_time,
+                enabled=self._batching,
+            )
+            entry = self._batchers[key] = (predictor, batcher)
+        return entry[1]
 
-    def _fail(self, version: str | None, message: str) -> None:
-        first_line = message.splitlines()[0] if message else message
-        if version is not None:
-            self._failed_version = version
-            self.metrics.reloads.inc((self.name, "failed"))
-        if first_line != self.last_error:
-            log.error("%s; still serving v%s", first_line, self.version or "none")
-        self.last_error = first_line
+    def _preview(self, deployment: Deployment) -> tuple[Predictor, Route]:
+        candidate = deployment.preview
+        if candidate is None or deployment.state is None:
+            raise InvalidInput.one(
+                ("header", "x-ridecast-preview"),
+                f"{self.name} has no candidate in preview (no active rollout with preview)",
+                "preview",
+                status=404,
+            )
+        return candidate, Route(candidate.version, "preview")
 
     # --- prediction (on the event loop) ---
 
-    def predict(
+    async def predict_one(
         self,
-        arrays: RideArrays,
-        *,
-        source: str,
+        pu: int,
+        do: int,
+        distance: float,
+        ride_id: Any,
+        user_id: Any,
         started: float,
-        ride_ids: Sequence[Any] | None = None,
-        user_ids: Sequence[Any] | None = None,
-    ) -> tuple[np.ndarray, str]:
-        """Predict a whole request's rides with the current version; metrics and log included."""
-        predictor = self.predictor
-        predictions = predictor.predict_arrays(arrays)
-        version = predictor.version
-        self.metrics.record_batch(self.name, version, predictions)
-        if self.prediction_log is not None:
-            self.prediction_log.log(
-                PredictionBatch(
-                    self.name,
-                    version,
-                    source,
-                    arrays.pu,
-                    arrays.do,
-                    arrays.distance,
-                    predictions,
-                    (time.perf_counter() - started) * 1000.0,
-                    ride_ids,
-                    user_ids,
-                )
-            )
-        return predictions, version
-
-    def _predict_items(self, items: Sequence[RideItem]) -> list[tuple[float, str]]:
-        """The micro-batcher's model call: many single-ride requests, one prediction."""
-        n = len(items)
-        pu, do, distance, ride_ids, user_ids, arrivals = zip(*items, strict=True)
-        arrays = RideArrays(
-            pu=np.fromiter(pu, dtype=np.int64, count=n),
-            do=np.fromiter(do, dtype=np.int64, count=n),
-            distance=np.fromiter(distance, dtype=np.float64, count=n),
+        *,
+        preview: bool = False,
+    ) -> tuple[float, str]:
+        deployment = self.deployment
+        if preview:
+            predictor, route = self._preview(deployment)
+        else:
+            route = deployment.router.route(routing_key(user_id, ride_id))
+            predictor = deployment.predictors[route.version]
+        request = RideRequest(
+            pu, do, distance, ride_id, user_id, started, route, deployment.rollout_id
         )
-        predictor = self.predictor
-        predictions = predictor.predict_arrays(arrays)
+        value = await self._batcher(predictor, route.arm).predict(request)
+        return value, predictor.version
+
+    def _predict_items(self, predictor: Predictor, items: Sequence[RideRequest]) -> list[float]:
+        """The micro-batcher's model call: many single-ride requests of one version."""
+        n = len(items)
+        arrays = RideArrays(
+            pu=np.fromiter((i.pu for i in items), dtype=np.int64, count=n),
+            do=np.fromiter((i.do for i in items), dtype=np.int64, count=n),
+            distance=np.fromiter((i.distance for i in items), dtype=np.float64, count=n),
+        )
+        first = items[0]
+        try:
+            predictions = predictor.predict_arrays(arrays)
+        except Exception:
+            self._log_errors(predictor.version, first.route.arm, first.rollout_id, n)
+            raise
         version = predictor.version
         self.metrics.record_batch(self.name, version, predictions)
+        shadowed = [k for k, i in enumerate(items) if i.route.shadow_version is not None]
+        request_ids: list[Any] | None = None
+        if shadowed:
+            request_ids = [None] * n
+            for k in shadowed:
+                request_ids[k] = items[k].ride_id if items[k].ride_id is not None else None
+                if request_ids[k] is None:
+                    request_ids[k] = _next_request_id()
+            self._shadow(arrays, items, shadowed, request_ids, first.rollout_id)
         if self.prediction_log is not None:
             now = time.perf_counter()
             self.prediction_log.log(
@@ -187,36 +247,187 @@ class ModelSlot:
                     arrays.do,
                     arrays.distance,
                     predictions,
-                    [(now - t) * 1000.0 for t in arrivals],
-                    ride_ids,
-                    user_ids,
+                    [(now - i.arrived) * 1000.0 for i in items],
+                    [i.ride_id for i in items],
+                    [i.user_id for i in items],
+                    arm=first.route.arm,
+                    rollout_id=first.rollout_id,
+                    request_ids=request_ids,
                 )
             )
-        return [(value, version) for value in predictions.tolist()]
+        return predictions.tolist()  # type: ignore[no-any-return]
 
-
-class ModelWatcher:
-    """A daemon thread that checks every slot's alias every ``interval`` seconds."""
-
-    def __init__(self, slots: Sequence[ModelSlot], interval: float) -> None:
-        self.slots = list(slots)
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self.interval <= 0 or self._thread is not None:
+    def _shadow(
+        self,
+        arrays: RideArrays,
+        items: Sequence[RideRequest],
+        shadowed: list[int],
+        request_ids: list[Any],
+        rollout_id: str | None,
+    ) -> None:
+        if self.shadow is None:
             return
-        self._thread = threading.Thread(target=self._run, name="ridecast-watcher", daemon=True)
-        self._thread.start()
+        version = items[shadowed[0]].route.shadow_version
+        assert version is not None
+        predictor = self.follower.current.predictor(version)
+        if predictor is None:
+            return
+        index = np.asarray(shadowed, dtype=np.int64)
+        self.shadow.submit(
+            ShadowJob(
+                self.name,
+                predictor,
+                arrays.take(index),
+                [items[k].ride_id for k in shadowed],
+                [items[k].user_id for k in shadowed],
+                [request_ids[k] for k in shadowed],
+                rollout_id,
+                "web:/predict",
+            )
+        )
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for slot in self.slots:
-                if slot.ref.version is None:  # a pinned version never moves
-                    slot.check()
+    def predict(
+        self,
+        arrays: RideArrays,
+        *,
+        source: str,
+        started: float,
+        ride_ids: Sequence[Any] | None = None,
+        user_ids: Sequence[Any] | None = None,
+        version: str | None = None,
+        preview: bool = False,
+    ) -> tuple[np.ndarray, list[str] | str]:
+        """Predict a list request. Rides are routed one by one (by user, else ride), so the
+        answer may come from two versions: the second value is then one version per ride.
+        ``version`` asks for a loaded version by number; ``preview`` for the candidate."""
+        deployment = self.deployment
+        n = len(arrays)
+        if version is not None or preview:
+            if preview:
+                predictor, route = self._preview(deployment)
+            else:
+                found = deployment.predictor(str(version))
+                if found is None:
+                    loaded = ", ".join(sorted(deployment.predictors))
+                    raise InvalidInput.one(
+                        ("path", "version"),
+                        f"{self.name} version {version} is not loaded here; loaded: {loaded}",
+                        "not_found",
+                        status=404,
+                    )
+                predictor = found
+                route = Route(predictor.version, "direct")
+            values = self._predict_group(
+                predictor, route, arrays, source, started, ride_ids, user_ids, deployment
+            )
+            return values, predictor.version
+        router = deployment.router
+        if router.state is None or (ride_ids is None and user_ids is None):
+            # No rollout, or nothing to key rides by: the whole request goes one way.
+            route = router.route(None)
+            values = self._predict_group(
+                deployment.predictors[route.version],
+                route,
+                arrays,
+                source,
+                started,
+                ride_ids,
+                user_ids,
+                deployment,
+                shadow=None if route.shadow_version is None else [True] * n,
+            )
+            return values, route.version
+        keys = [
+            routing_key(
+                user_ids[i] if user_ids is not None else None,
+                ride_ids[i] if ride_ids is not None else None,
+            )
+            for i in range(n)
+        ]
+        routes = [router.route(k) for k in keys]
+        out = np.empty(n, dtype=np.float64)
+        versions = [r.version for r in routes]
+        for group_version in sorted(set(versions)):
+            index = np.asarray([i for i, v in enumerate(versions) if v == group_version])
+            group_routes = [routes[i] for i in index.tolist()]
+            sub = arrays.take(index)
+            out[index] = self._predict_group(
+                deployment.predictors[group_version],
+                group_routes[0],
+                sub,
+                source,
+                started,
+                None if ride_ids is None else [ride_ids[i] for i in index.tolist()],
+                None if user_ids is None else [user_ids[i] for i in index.tolist()],
+                deployment,
+                shadow=[r.shadow_version is not None for r in group_routes],
+            )
+        return out, versions
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _predict_group(
+        self,
+        predictor: Predictor,
+        route: Route,
+        arrays: RideArrays,
+        source: str,
+        started: float,
+        ride_ids: Sequence[Any] | None,
+        user_ids: Sequence[Any] | None,
+        deployment: Deployment,
+        shadow: list[bool] | None = None,
+    ) -> np.ndarray:
+        try:
+            predictions = predictor.predict_arrays(arrays)
+        except Exception:
+            self._log_errors(predictor.version, route.arm, deployment.rollout_id, len(arrays))
+            raise
+        self.metrics.record_batch(self.name, predictor.version, predictions)
+        request_ids: list[Any] | None = None
+        if shadow is not None and any(shadow) and self.shadow is not None:
+            n = len(arrays)
+            request_ids = [
+                (ride_ids[i] if ride_ids is not None and ride_ids[i] is not None else None)
+                for i in range(n)
+            ]
+            for i in range(n):
+                if shadow[i] and request_ids[i] is None:
+                    request_ids[i] = _next_request_id()
+            picked = [i for i in range(n) if shadow[i]]
+            candidate = deployment.candidate
+            if candidate is not None:
+                index = np.asarray(picked, dtype=np.int64)
+                self.shadow.submit(
+                    ShadowJob(
+                        self.name,
+                        candidate,
+                        arrays.take(index),
+                        None if ride_ids is None else [ride_ids[i] for i in picked],
+                        None if user_ids is None else [user_ids[i] for i in picked],
+                        [request_ids[i] for i in picked],
+                        deployment.rollout_id,
+                        source,
+                    )
+                )
+        if self.prediction_log is not None:
+            self.prediction_log.log(
+                PredictionBatch(
+                    self.name,
+                    predictor.version,
+                    source,
+                    arrays.pu,
+                    arrays.do,
+                    arrays.distance,
+                    predictions,
+                    (time.perf_counter() - started) * 1000.0,
+                    ride_ids,
+                    user_ids,
+                    arm=route.arm,
+                    rollout_id=deployment.rollout_id,
+                    request_ids=request_ids,
+                )
+            )
+        return predictions
+
+    def _log_errors(self, version: str, arm: str, rollout_id: str | None, n: int) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.log_errors(self.name, version, arm, rollout_id, "web", n)

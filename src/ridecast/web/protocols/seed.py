@@ -51,12 +51,19 @@ def encode_one(target: str, value: float, version: str, ride_id: Any, user_id: A
     return orjson.dumps(out)
 
 
-def encode_many(target: str, values: Sequence[float], version: str, batch: RideBatch) -> bytes:
+def encode_many(
+    target: str, values: Sequence[float], version: str | Sequence[str], batch: RideBatch
+) -> bytes:
+    """The answers in order; ``version`` is one version, or one per ride when a rollout split
+    the request between versions."""
+    versions = [version] * len(values) if isinstance(version, str) else version
     if not batch.has_ids:
-        return orjson.dumps([{target: v, "model_version": version} for v in values])
+        return orjson.dumps(
+            [{target: v, "model_version": ver} for v, ver in zip(values, versions, strict=True)]
+        )
     out = []
-    for v, rid, uid in zip(values, batch.ride_ids, batch.user_ids, strict=True):
-        item: dict[str, Any] = {target: v, "model_version": version}
+    for v, ver, rid, uid in zip(values, versions, batch.ride_ids, batch.user_ids, strict=True):
+        item: dict[str, Any] = {target: v, "model_version": ver}
         if rid is not None:
             item["ride_id"] = rid
         if uid is not None:

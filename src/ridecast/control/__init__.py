@@ -1,0 +1,1 @@
+"""Rollout control: state store, followers, controller (I/O side of ridecast.rollout)."""

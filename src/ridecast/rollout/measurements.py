@@ -1,0 +1,104 @@
+"""The figures a rollout's analysis judges, as one window of the prediction log yields them.
+
+Built by :mod:`ridecast.control.measure` from SQL; built by hand in unit tests. Every figure is
+``None`` (not zero) when there was nothing to measure, so "no data" can never pass for "good".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ArmFigures:
+    """One version's traffic in the window."""
+
+    version: str
+    arm: str
+    requests: int = 0  # predictions answered (or shadowed) by this version
+    errors: int = 0  # predictions that failed (HTTP 5xx, model errors)
+    p99_latency_ms: float | None = None
+    mean_prediction: float | None = None
+    joined: int = 0  # predictions with feedback (the ride finished)
+    mae: float | None = None  # mean |prediction − actual| over the joined rides
+    abs_error_var: float | None = None  # sample variance of |prediction − actual|
+
+    @property
+    def error_rate(self) -> float | None:
+        return None if self.requests == 0 else self.errors / self.requests
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "arm": self.arm,
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "p99_latency_ms": self.p99_latency_ms,
+            "mean_prediction": self.mean_prediction,
+            "joined": self.joined,
+            "mae": self.mae,
+            "abs_error_var": self.abs_error_var,
+        }
+
+
+@dataclass(frozen=True)
+class PairedFigures:
+    """Rides both versions answered (live + shadow, or both batch predictions) with feedback:
+    d_i = |candidate_i − actual_i| − |stable_i − actual_i|."""
+
+    n: int = 0
+    mean_diff: float | None = None
+    var_diff: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "mean_diff": self.mean_diff, "var_diff": self.var_diff}
+
+
+@dataclass(frozen=True)
+class ShadowFigures:
+    """Live answers against shadow answers, paired by request (ride)."""
+
+    n: int = 0
+    mean_abs_diff: float | None = None
+    mean_signed_diff: float | None = None  # shadow − live
+    correlation: float | None = None
+    share_over_2_min: float | None = None
+    p95_abs_diff: float | None = None
+    shadow_p99_latency_ms: float | None = None
+    dropped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "mean_abs_diff": self.mean_abs_diff,
+            "mean_signed_diff": self.mean_signed_diff,
+            "correlation": self.correlation,
+            "share_over_2_min": self.share_over_2_min,
+            "p95_abs_diff": self.p95_abs_diff,
+            "shadow_p99_latency_ms": self.shadow_p99_latency_ms,
+            "dropped": self.dropped,
+        }
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What happened in one window ``[since, until]`` (unix seconds) of one rollout."""
+
+    since: float
+    until: float
+    stable: ArmFigures
+    candidate: ArmFigures
+    paired: PairedFigures = field(default_factory=PairedFigures)
+    shadow: ShadowFigures = field(default_factory=ShadowFigures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "until": self.until,
+            "stable": self.stable.to_dict(),
+            "candidate": self.candidate.to_dict(),
+            "paired": self.paired.to_dict(),
+            "shadow": self.shadow.to_dict(),
+        }

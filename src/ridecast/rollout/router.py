@@ -1,0 +1,105 @@
+"""Which version answers a request, and which version shadows it.
+
+Assignment hashes the request's key (``user_id``, falling back to ``ride_id``) with BLAKE2b keyed
+by the rollout id, into one of 10,000 buckets. The hash is the same in every process and after
+every restart (Python's ``hash`` is salted per process, so it is not used). A key is the
+candidate's when its bucket is below ``weight × 100``: raising the weight only moves keys from
+stable to candidate, and lowering it only moves them back, so a weight change moves as few keys as
+possible and a rider keeps their version from one step to the next. Shadowing uses a second,
+independent bucket, so the shadowed share is the same on both arms.
+
+The ``rolling`` strategy moves whole serving processes instead of keys: worker ``i`` of
+``ridecast serve --workers N`` answers everything with the candidate once ``i`` is below the
+rollout's ``memory["moved"]``. A process without a worker index (a stream consumer, a batch job)
+splits by ``weight``, which the rolling strategy keeps at the moved share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from ridecast.rollout.state import NO_ROLLOUT_ARM, SHADOW_ARM, RolloutState
+
+BUCKETS = 10_000
+
+
+def bucket(seed: str, key: str, salt: bytes = b"") -> int:
+    """The key's bucket in 0..9999, stable across processes, hosts and restarts."""
+    digest = hashlib.blake2b(
+        key.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.encode()[:64], salt=salt
+    ).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def routing_key(user_id: Any, ride_id: Any) -> str | None:
+    """The key a request is assigned by: its user, else its ride, else none."""
+    if user_id is not None and user_id != "":
+        return f"u:{user_id}"
+    if ride_id is not None and ride_id != "":
+        return f"r:{ride_id}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The version that answers, its arm (as logged), and the version that shadows, if any."""
+
+    version: str
+    arm: str
+    shadow_version: str | None = None
+
+
+class Router:
+    """Routes keys for one model. Immutable: a new rollout state is a new Router."""
+
+    __slots__ = ("_cut", "_only", "_shadow_cut", "candidate", "rollout_id", "stable", "state")
+
+    def __init__(
+        self, stable_version: str, state: RolloutState | None = None, worker: int | None = None
+    ) -> None:
+        self.state = state if state is not None and state.active else None
+        self.rollout_id = self.state.id if self.state is not None else None
+        if self.state is None:
+            self.stable = Route(stable_version, NO_ROLLOUT_ARM)
+            self.candidate = self.stable
+            self._cut = 0
+            self._shadow_cut = 0
+        else:
+            s = self.state
+            self.stable = Route(s.stable_version, s.stable_arm)
+            self.candidate = Route(s.candidate_version, s.candidate_arm)
+            self._cut = max(0, min(100, s.weight)) * (BUCKETS // 100)
+            if s.strategy == "rolling" and worker is not None:
+                self._cut = BUCKETS if worker < int(s.memory.get("moved", 0)) else 0
+            self._shadow_cut = max(0, min(100, s.shadow_percent)) * (BUCKETS // 100)
+        self._only = self._cut == 0 and self._shadow_cut == 0
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The versions this router can send traffic to (live or shadow)."""
+        if self.state is None:
+            return (self.stable.version,)
+        return (self.stable.version, self.candidate.version)
+
+    def route(self, key: str | None) -> Route:
+        if self._only:
+            return self.stable
+        seed = self.rollout_id or ""
+        if key is None:  # no user and no ride: not sticky, but the weights hold on average
+            live = self.candidate if random.random() * BUCKETS < self._cut else self.stable
+            shadow = random.random() * BUCKETS < self._shadow_cut
+        else:
+            live = self.candidate if bucket(seed, key) < self._cut else self.stable
+            shadow = self._shadow_cut > 0 and bucket(seed, key, b"shadow") < self._shadow_cut
+        if shadow and live is self.stable:
+            return Route(live.version, live.arm, self.candidate.version)
+        return live
+
+    def route_ids(self, user_id: Any, ride_id: Any) -> Route:
+        return self.route(routing_key(user_id, ride_id))
+
+
+__all__ = ["BUCKETS", "SHADOW_ARM", "Route", "Router", "bucket", "routing_key"]

@@ -1,0 +1,1 @@
+"""Tests of the prediction log, its migrations and the rollout measurements."""

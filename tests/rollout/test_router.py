@@ -1,0 +1,99 @@
+"""The router: sticky, seeded assignment that holds its weights and moves few keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from ridecast.rollout.router import Router, bucket, routing_key
+from ridecast.rollout.state import RolloutState
+
+KEYS = [f"u:{i}" for i in range(20_000)]
+
+
+def _state(
+    weight: int = 0,
+    shadow: int = 0,
+    phase: str = "progressing",
+    rid: str = "r1",
+    strategy: str = "canary",
+) -> RolloutState:
+    return RolloutState(
+        id=rid,
+        model="m",
+        strategy=strategy,
+        stable_version="1",
+        candidate_version="2",
+        phase=phase,
+        weight=weight,
+        shadow_percent=shadow,
+    )
+
+
+def _candidates(router: Router) -> set[str]:
+    return {k for k in KEYS if router.route(k).version == "2"}
+
+
+def test_same_key_same_route_across_router_instances() -> None:
+    first, second = Router("1", _state(30, 20)), Router("1", _state(30, 20))
+    assert [first.route(k) for k in KEYS[:2000]] == [second.route(k) for k in KEYS[:2000]]
+    assert bucket("r1", "u:42") == bucket("r1", "u:42")
+
+
+@pytest.mark.parametrize("weight", [1, 20, 50, 90])
+def test_weight_shares_hold_over_many_keys(weight: int) -> None:
+    share = len(_candidates(Router("1", _state(weight)))) / len(KEYS)
+    assert abs(share - weight / 100) < 0.015
+
+
+def test_raising_the_weight_moves_only_stable_keys_to_the_candidate() -> None:
+    at_20 = _candidates(Router("1", _state(20)))
+    at_50 = _candidates(Router("1", _state(50)))
+    assert at_20 <= at_50  # nobody goes back to stable
+    moved = len(at_50 - at_20) / len(KEYS)
+    assert abs(moved - 0.30) < 0.015  # only the 30% the weight change asks for
+
+
+def test_shadow_share_and_arms() -> None:
+    router = Router("1", _state(weight=0, shadow=25, strategy="shadow"))
+    routes = [router.route(k) for k in KEYS]
+    shadowed = sum(r.shadow_version == "2" for r in routes) / len(KEYS)
+    assert abs(shadowed - 0.25) < 0.015
+    assert all(r.version == "1" and r.arm == "stable" for r in routes)
+
+
+def test_shadow_copies_come_from_the_stable_arm_only() -> None:
+    routes = [Router("1", _state(weight=50, shadow=100)).route(k) for k in KEYS[:4000]]
+    assert all(r.shadow_version is None for r in routes if r.version == "2")
+    assert all(r.shadow_version == "2" for r in routes if r.version == "1")
+    assert {r.arm for r in routes} == {"stable", "canary"}
+
+
+def test_no_rollout_or_a_finished_one_routes_to_the_given_stable() -> None:
+    for router in (
+        Router("7"),
+        Router("7", _state(50, phase="promoted")),
+        Router("7", _state(50, phase="aborted")),
+    ):
+        assert {router.route(k).version for k in KEYS[:500]} == {"7"}
+        assert router.route(None).shadow_version is None
+
+
+def test_rollouts_are_independent_of_each_other() -> None:
+    a = _candidates(Router("1", _state(50, rid="r1")))
+    b = _candidates(Router("1", _state(50, rid="r2")))
+    overlap = len(a & b) / len(KEYS)
+    assert abs(overlap - 0.25) < 0.02  # another rollout id shuffles riders afresh
+
+
+def test_routing_key_prefers_the_user() -> None:
+    assert routing_key("u7", "r9") == "u:u7"
+    assert routing_key(None, "r9") == routing_key("", "r9") == "r:r9"
+    assert routing_key(None, None) is None
+    router = Router("1", _state(50))
+    assert router.route_ids(5, 1) == router.route_ids(5, 2)  # sticky per rider
+
+
+def test_keyless_requests_keep_the_weight_on_average() -> None:
+    router = Router("1", _state(40))
+    share = sum(router.route(None).version == "2" for _ in range(20_000)) / 20_000
+    assert abs(share - 0.40) < 0.02
