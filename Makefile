@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: demo test lint lock bench bench-web bench-batch bench-stream clean
+.PHONY: demo test lint lock bench bench-web bench-batch bench-stream bench-soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-batch: $(VENV)/.installed
 
 bench-stream: $(VENV)/.installed
 	$(BIN)/python bench/stream.py
+
+# Not part of `make bench`: ten minutes of steady load (bench/soak.py --help).
+bench-soak: $(VENV)/.installed
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf .ridecast .pytest_cache .mypy_cache .ruff_cache
