@@ -8,7 +8,6 @@ prediction is in the log, or counted as dropped in ``/metrics``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import subprocess
@@ -51,10 +50,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def _fill(folder: Path) -> Path:
     """A file that takes every free byte of ``folder``'s file system."""
     filler = folder / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    chunk = b"\0" * 65536
+    # Unbuffered, so closing the file has nothing left to flush into the full disk.
+    with filler.open("wb", buffering=0) as out:
         while True:
-            out.write(b"\0" * 65536)
-            out.flush()
+            try:
+                written = out.write(chunk)
+            except OSError:
+                break
+            if not written:
+                break
     return filler
 
 
