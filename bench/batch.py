@@ -16,6 +16,7 @@ within 1e-9.
 
     .venv/bin/python bench/batch.py                  # everything (about 10 minutes on 2 cores)
     .venv/bin/python bench/batch.py --no-postgres --repeats 2
+    .venv/bin/python bench/batch.py --engine spark [--rows 3000000]   # bench/batch_spark.py
 """
 
 from __future__ import annotations
@@ -137,7 +138,13 @@ def drop_pg_tables(table: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="ridecast batch scoring benchmark")
-    parser.add_argument("--rows", type=int, default=3_000_000)
+    parser.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="spark: the Spark engine against MLflow's spark_udf (bench/batch_spark.py)",
+    )
+    parser.add_argument("--rows", type=int, help="default 3M rows; with --engine spark 15M")
     parser.add_argument("--big-files", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-repeats", type=int, default=2)
@@ -149,6 +156,15 @@ def main() -> None:
     if args.floor:
         floor_main(args.floor, args.out)
         return
+    if args.engine == "spark":
+        from batch_spark import run_spark_bench
+
+        repeats = 1 if "--repeats" not in sys.argv else args.repeats
+        run_spark_bench(
+            args.rows or 15_000_000, repeats, ROOT / "bench" / "results" / "batch-spark"
+        )
+        return
+    args.rows = args.rows or 3_000_000
 
     work: Path = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)

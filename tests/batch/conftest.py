@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -172,3 +174,23 @@ def pg_cleanup(postgres_url: str, unique_name: str) -> Iterator[str]:
         for table in (unique_name, f"{unique_name}_rejects"):
             connection.execute(f"DROP TABLE IF EXISTS {table}")
         connection.execute("DELETE FROM ride_batch_runs WHERE sink_table = %s", (unique_name,))
+
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One real Spark session on ``local[2]`` for every Spark test (starting one takes ~10 s).
+    Where Java or pyspark is missing the Spark tests skip, except with CI=true, where they
+    fail: CI installs both."""
+    from ridecast.batch.spark_session import SparkUnavailable, start_session
+
+    try:
+        session = start_session("local[2]", app_name="ridecast tests")
+    except SparkUnavailable as exc:
+        if CI:
+            pytest.fail(f"{exc} (CI=true: the dev lock installs pyspark; Java 17 must be there)")
+        pytest.skip(str(exc))
+    yield session
+    session.stop()

@@ -225,7 +225,7 @@ def test_staging_clean_up_removes_only_runs_that_are_certainly_gone(tmp_path: Pa
     import subprocess
     import sys
 
-    from ridecast.batch.sinks import STALE_STAGING_SECONDS, _remove_abandoned_staging
+    from ridecast.batch.sinks import STALE_STAGING_SECONDS, remove_abandoned_staging
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -236,20 +236,64 @@ def test_staging_clean_up_removes_only_runs_that_are_certainly_gone(tmp_path: Pa
         "here-alive": f"{host} {os.getpid()}",
         "other-host": f"another-host {gone.pid}",  # its pid means nothing here
         "other-host-old": f"another-host {gone.pid}",
+        # A day-old job on another host, still appending to a file deep in its folder.
+        "other-host-writing": f"another-host {gone.pid}",
         "no-pid-yet": None,  # a job between creating its folder and writing its pid
         "no-pid-old": None,
     }
     for name, owner in owners.items():
-        (root / name).mkdir(parents=True)
-        (root / name / "predictions.parquet").write_bytes(b"partial")
+        (root / name / "output=m-v1").mkdir(parents=True)
+        (root / name / "output=m-v1" / "part-0.parquet").write_bytes(b"partial")
         if owner is not None:
             (root / name / "pid").write_text(owner)
     old = time.time() - STALE_STAGING_SECONDS - 60
-    for name in ("other-host-old", "no-pid-old"):
-        for path in (root / name, *(root / name).iterdir()):
+    for name in ("other-host-old", "no-pid-old", "other-host-writing"):
+        for path in (root / name, *(root / name).rglob("*")):
             os.utime(path, (old, old))
-    _remove_abandoned_staging(root)
-    assert sorted(p.name for p in root.iterdir()) == ["here-alive", "no-pid-yet", "other-host"]
+    with (root / "other-host-writing" / "output=m-v1" / "part-0.parquet").open("ab") as file:
+        file.write(b"another row group")
+    remove_abandoned_staging(root)
+    left = sorted(p.name for p in root.iterdir())
+    assert left == ["here-alive", "no-pid-yet", "other-host", "other-host-writing"]
+
+
+def test_a_running_job_keeps_its_staging_folder_fresh_while_it_computes(tmp_path: Path) -> None:
+    """A job on another host that computes for over a day without writing a file keeps its
+    folder: its heartbeat touches its owner file. Once it stops, the folder ages like any."""
+    import os
+
+    from ridecast.batch.sinks import (
+        STALE_STAGING_SECONDS,
+        StagingHeartbeat,
+        remove_abandoned_staging,
+    )
+
+    root = tmp_path / ".staging"
+    folder = root / "busy"
+    (folder / "output=m-v1").mkdir(parents=True)
+    heartbeat = StagingHeartbeat(folder, interval=0.05)
+    (folder / "pid").write_text("another-host 4242")  # as that host's job wrote it
+    old = time.time() - STALE_STAGING_SECONDS - 60
+
+    def age() -> None:
+        for path in (folder, *folder.rglob("*")):
+            os.utime(path, (old, old))
+
+    try:
+        age()
+        deadline = time.monotonic() + 10
+        while (folder / "pid").stat().st_mtime == old:
+            assert time.monotonic() < deadline, "the heartbeat never touched the owner file"
+            time.sleep(0.02)
+        remove_abandoned_staging(root)
+        assert folder.is_dir()
+    finally:
+        heartbeat.stop()
+    time.sleep(0.2)  # a beat in flight lands before the folder is aged again
+    age()
+    time.sleep(0.2)
+    remove_abandoned_staging(root)
+    assert not folder.exists()
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])

@@ -18,7 +18,7 @@ from typing import Any
 from ridecast.batch.job import ScoreSummary, score_month
 from ridecast.batch.plan import ScoringPlan
 from ridecast.batch.sinks import MonthKey, Sink
-from ridecast.batch.sources import TripSource, open_source
+from ridecast.batch.sources import open_source
 from ridecast.data.schema import Month, TaxiType
 from ridecast.errors import DataError
 from ridecast.predictor import Predictor
@@ -43,11 +43,14 @@ def backfill(
     data_dir: Path,
     source_table: str = "trips",
     force: bool = False,
-    score: Callable[[Month, TripSource], ScoreSummary] | None = None,
+    score: Callable[[Month, Any], ScoreSummary] | None = None,
     on_month: Callable[[MonthOutcome], None] | None = None,
+    open_month: Callable[[Month], Any] | None = None,
 ) -> list[MonthOutcome]:
     """Score each month in order; a month whose input is missing or unreadable is reported as
-    failed and the backfill goes on. ``score`` runs one month (default: :func:`score_month`).
+    failed and the backfill goes on. ``score`` runs one month (default: :func:`score_month`) on
+    the input ``open_month`` finds for it (default: :func:`open_source` over ``source``; the
+    Spark engine passes its own, which also reads Hadoop paths).
     With a plan that compares or follows a rollout, a month counts as done for that comparison
     (or that rollout) only."""
     if isinstance(plan, Predictor):
@@ -68,8 +71,16 @@ def backfill(
             outcome = MonthOutcome(month, "skipped", previous=previous)
         else:
             try:
-                month_source = open_source(
-                    source, taxi_type=taxi_type, month=month, data_dir=data_dir, table=source_table
+                month_source = (
+                    open_month(month)
+                    if open_month is not None
+                    else open_source(
+                        source,
+                        taxi_type=taxi_type,
+                        month=month,
+                        data_dir=data_dir,
+                        table=source_table,
+                    )
                 )
                 if score is not None:
                     summary = score(month, month_source)

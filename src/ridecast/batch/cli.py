@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.progress import Progress, Task
     from rich.text import Text
 
@@ -17,7 +19,9 @@ if TYPE_CHECKING:
     from ridecast.batch.plan import ScoringPlan
     from ridecast.batch.predlog import BatchLog
     from ridecast.batch.sinks import DirectorySink, SqlSink
-    from ridecast.data.schema import Month
+    from ridecast.data.schema import Month, TaxiType
+    from ridecast.monitoring.batch_results import BatchResults
+    from ridecast.rollout.state import RolloutState
     from ridecast.settings import Settings
 
 batch_app = typer.Typer(
@@ -114,6 +118,33 @@ LogOption = Annotated[
         show_default=False,
     ),
 ]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local (this process, numpy) or spark (Apache Spark; pip install 'ridecast[spark]', "
+        "Java 17+; parquet files in, a parquet folder out; see docs/batch.md).",
+    ),
+]
+MasterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--master",
+        help="Spark master URL for --engine spark (local[2], spark://host:7077, yarn, "
+        "k8s://…). [default: local[*], or the one spark-submit was given]",
+        show_default=False,
+    ),
+]
+
+
+def _engine(engine: str, master: str | None) -> str:
+    from ridecast.errors import DataError
+
+    if engine not in ("local", "spark"):
+        raise DataError(f"--engine {engine!r} is not an engine; expected local or spark")
+    if master is not None and engine != "spark":
+        raise DataError("--master is an option of --engine spark")
+    return engine
 
 
 def register(app: typer.Typer) -> None:
@@ -151,6 +182,8 @@ def score(
     candidate: CandidateOption = None,
     follow_rollout: FollowOption = True,
     log_predictions: LogOption = None,
+    engine: EngineOption = "local",
+    master: MasterOption = None,
 ) -> None:
     """Score one month and replace its results in the sink (a rerun never duplicates rows)."""
     from ridecast.data.schema import parse_month, parse_taxi_type
@@ -162,6 +195,29 @@ def score(
     if min_duration > max_duration:
         raise DataError(f"--min-duration {min_duration} is above --max-duration {max_duration}")
     settings = get_settings()
+    if _engine(engine, master) == "spark":
+        from ridecast.batch import spark_cli
+
+        spark_cli.check_options(sink, log_predictions)
+        spark_summary = spark_cli.score_command(
+            console,
+            settings,
+            month=when,
+            kind=kind,
+            model=model,
+            candidate=candidate,
+            source=source,
+            sink=sink,
+            master=master,
+            chunk_rows=chunk_rows or settings.batch_chunk_rows,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            data_dir=data_dir or settings.resolved_data_dir,
+            model_cache=model_cache,
+            follow_rollout=follow_rollout,
+        )
+        _publish_metrics(settings, spark_summary)
+        return
     _open_sink(settings, sink, sink_table or "ride_predictions", rejects_table)  # checks only
 
     from ridecast.batch.sources import open_source
@@ -196,6 +252,7 @@ def score(
                 max_duration=max_duration,
                 on_chunk=lambda rows: progress.advance(task, rows),
                 log=log,
+                results=_results(settings),
             )
     finally:
         if log is not None:
@@ -203,6 +260,7 @@ def score(
     from ridecast.batch.report import print_summary
 
     print_summary(console, summary, target)
+    _publish_metrics(settings, summary)
 
 
 @batch_app.command("backfill")
@@ -233,11 +291,10 @@ def backfill_command(
     candidate: CandidateOption = None,
     follow_rollout: FollowOption = True,
     log_predictions: LogOption = None,
+    engine: EngineOption = "local",
+    master: MasterOption = None,
 ) -> None:
     """Score every month from --from to --to, one line per month; rerun it to resume."""
-    from ridecast.batch.backfill import backfill
-    from ridecast.batch.job import score_month
-    from ridecast.batch.sources import TripSource
     from ridecast.data.schema import month_range, parse_month, parse_taxi_type
     from ridecast.errors import DataError, RidecastError
     from ridecast.settings import get_settings
@@ -250,6 +307,78 @@ def backfill_command(
             f"backfill --source {source} must be a folder of TLC month files or a database URL "
             "(each month is looked up in it); use `ridecast batch score` for a single file"
         )
+
+    def report(outcome: MonthOutcome) -> None:
+        from ridecast.batch.report import month_line
+
+        console.print(month_line(outcome), highlight=False)
+        if outcome.summary is not None and outcome.status == "scored":
+            _publish_metrics(settings, outcome.summary)
+
+    if _engine(engine, master) == "spark":
+        from ridecast.batch import spark_cli
+
+        spark_cli.check_options(sink, log_predictions)
+        outcomes = spark_cli.backfill_command(
+            console,
+            settings,
+            months=months,
+            kind=kind,
+            model=model,
+            candidate=candidate,
+            source=source,
+            sink=sink,
+            master=master,
+            force=force,
+            chunk_rows=chunk_rows or settings.batch_chunk_rows,
+            data_dir=data_dir or settings.resolved_data_dir,
+            model_cache=model_cache,
+            follow_rollout=follow_rollout,
+            on_month=report,
+        )
+    else:
+        outcomes = _backfill_local(
+            settings, kind, months, model, source, source_table, sink, sink_table,
+            rejects_table, force, chunk_rows, data_dir, model_cache, candidate,
+            follow_rollout, log_predictions, report,
+        )  # fmt: skip
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("scored", "skipped", "failed")}
+    console.print(
+        f"{counts['scored']} scored, {counts['skipped']} skipped, {counts['failed']} failed",
+        highlight=False,
+    )
+    if failed:
+        raise RidecastError(
+            f"{len(failed)} of {len(months)} months failed "
+            f"({', '.join(str(o.month) for o in failed)}); "
+            "fix their input and run the same backfill again: finished months are skipped"
+        )
+
+
+def _backfill_local(
+    settings: Settings,
+    kind: TaxiType,
+    months: list[Month],
+    model: str,
+    source: str | None,
+    source_table: str,
+    sink: str | None,
+    sink_table: str | None,
+    rejects_table: str,
+    force: bool,
+    chunk_rows: int | None,
+    data_dir: Path | None,
+    model_cache: bool | None,
+    candidate: str | None,
+    follow_rollout: bool,
+    log_predictions: bool | None,
+    report: Callable[[MonthOutcome], None],
+) -> list[MonthOutcome]:
+    from ridecast.batch.backfill import backfill
+    from ridecast.batch.job import score_month
+    from ridecast.batch.sources import TripSource
+
     _open_sink(settings, sink, sink_table or "ride_predictions", rejects_table)  # checks only
     plan = _plan(settings, model, candidate, follow_rollout, model_cache)
     target = _open_sink(settings, sink, _table(sink_table, plan), rejects_table)
@@ -273,15 +402,11 @@ def backfill_command(
                 chunk_rows=rows,
                 on_chunk=lambda n: progress.advance(task, n),
                 log=log,
+                results=_results(settings),
             )
 
-    def report(outcome: MonthOutcome) -> None:
-        from ridecast.batch.report import month_line
-
-        console.print(month_line(outcome), highlight=False)
-
     try:
-        outcomes = backfill(
+        return backfill(
             kind,
             months,
             plan,
@@ -296,18 +421,6 @@ def backfill_command(
     finally:
         if log is not None:
             log.close()
-    failed = [o for o in outcomes if o.status == "failed"]
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("scored", "skipped", "failed")}
-    console.print(
-        f"{counts['scored']} scored, {counts['skipped']} skipped, {counts['failed']} failed",
-        highlight=False,
-    )
-    if failed:
-        raise RidecastError(
-            f"{len(failed)} of {len(months)} months failed "
-            f"({', '.join(str(o.month) for o in failed)}); "
-            "fix their input and run the same backfill again: finished months are skipped"
-        )
 
 
 def _plan(
@@ -345,6 +458,13 @@ def _describe(plan: ScoringPlan) -> str:
     return f"{stable.name} v{stable.version}"
 
 
+def _results(settings: Settings) -> BatchResults:
+    """Where each month's summary goes for the dashboard: the prediction log's database."""
+    from ridecast.monitoring.batch_results import BatchResults
+
+    return BatchResults(settings.resolved_prediction_log_url)
+
+
 def _open_log(settings: Settings, plan: ScoringPlan, wanted: bool | None) -> BatchLog | None:
     """The prediction log, when asked for (default: when the job follows a rollout or scores a
     candidate, since those answers are evidence for a rollout's analysis)."""
@@ -354,13 +474,18 @@ def _open_log(settings: Settings, plan: ScoringPlan, wanted: bool | None) -> Bat
         return None
     from ridecast.batch.predlog import BatchLog
 
-    return BatchLog(settings.resolved_prediction_log_url, rollout_id=_rollout_of(settings, plan))
+    rollout = _rollout_of(settings, plan)
+    if rollout is None:
+        return BatchLog(settings.resolved_prediction_log_url, rollout_id=plan.rollout_id)
+    return BatchLog(
+        settings.resolved_prediction_log_url, rollout_id=rollout.id, stable_arm=rollout.stable_arm
+    )
 
 
-def _rollout_of(settings: Settings, plan: ScoringPlan) -> str | None:
+def _rollout_of(settings: Settings, plan: ScoringPlan) -> RolloutState | None:
     """For a --candidate run: the active rollout between the same two versions, if any."""
     if plan.rollout_id is not None or plan.candidate is None:
-        return plan.rollout_id
+        return None
     try:
         from ridecast.control.store import store_for
 
@@ -371,7 +496,7 @@ def _rollout_of(settings: Settings, plan: ScoringPlan) -> str | None:
         plan.stable.version,
         plan.candidate.version,
     ):
-        return state.id
+        return state
     return None
 
 
@@ -417,3 +542,17 @@ def _progress(*, transient: bool = False) -> Progress:
         transient=transient,
         disable=not console.is_terminal,
     )
+
+
+def _publish_metrics(settings: Settings, summary: ScoreSummary) -> None:
+    """Hand the run's metrics to Prometheus when a Pushgateway or textfile folder is set; a
+    failure is said and does not fail the run (its results are written)."""
+    from ridecast.batch.metrics import publish_run
+
+    try:
+        went = publish_run(summary, settings)
+    except OSError as exc:
+        console.print(f"[yellow]warning:[/] the run's metrics were not published: {exc}")
+        return
+    if went:
+        console.print(f"metrics published to {', '.join(went)}", highlight=False)

@@ -29,10 +29,12 @@ from ridecast.data.schema import Month, TaxiType
 from ridecast.data.zones import VALID_ZONE_IDS
 from ridecast.errors import DataError, ModelError
 from ridecast.features import RideArrays
+from ridecast.monitoring.batch_results import DurationHistogram
 from ridecast.predictor import Predictor
 
 if TYPE_CHECKING:
     from ridecast.batch.predlog import BatchLog
+    from ridecast.monitoring.batch_results import BatchResults
 
 # Why a row is not scored, in the order they are checked.
 REJECT_REASONS: tuple[str, ...] = (
@@ -67,6 +69,10 @@ class ScoreSummary:
     prediction_sum: float = 0.0
     prediction_sq_sum: float = 0.0
     error_sq_sum: float = 0.0
+    # Tallied by the local engine (None where an engine does not measure them).
+    abs_error_sum: float | None = None
+    predicted_histogram: DurationHistogram | None = None
+    actual_histogram: DurationHistogram | None = None
     seconds: float = 0.0
     kind: str = "score"  # score, compare (--candidate) or rollout (rows split by a rollout)
     comparison: Comparison | None = None
@@ -94,6 +100,12 @@ class ScoreSummary:
         return math.sqrt(self.error_sq_sum / self.rows_scored) if self.rows_scored else math.nan
 
     @property
+    def mae(self) -> float:
+        if not self.rows_scored or self.abs_error_sum is None:
+            return math.nan
+        return self.abs_error_sum / self.rows_scored
+
+    @property
     def rows_per_second(self) -> float:
         return self.rows_read / self.seconds if self.seconds > 0 else math.nan
 
@@ -106,6 +118,11 @@ class ScoreSummary:
             extra["rollout"] = self.split.record()
         if self.logged is not None:
             extra["prediction_log"] = self.logged
+        if self.predicted_histogram is not None and self.actual_histogram is not None:
+            extra["histograms"] = {
+                "predicted": self.predicted_histogram.to_dict(),
+                "actual": self.actual_histogram.to_dict(),
+            }
         return extra | {
             "kind": self.kind,
             "taxi_type": self.taxi_type.value,
@@ -121,6 +138,7 @@ class ScoreSummary:
             "mean_prediction": self.mean,
             "std_prediction": self.std,
             "rmse": self.rmse,
+            "mae": self.mae,
             "seconds": round(self.seconds, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -139,12 +157,58 @@ def score_month(
     run_id: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
     log: BatchLog | None = None,
+    results: BatchResults | None = None,
 ) -> ScoreSummary:
     """Score every ride of ``source`` as ``plan`` says and replace the month's run in ``sink``.
 
-    ``log``, when given, receives every answer (live and shadow) for the prediction log."""
+    ``log``, when given, receives every answer (live and shadow) for the prediction log;
+    ``results``, the run's record once the month is committed (for the dashboard)."""
     if isinstance(plan, Predictor):
         plan = ScoringPlan(plan)
+    started = time.perf_counter()
+    summary = start_summary(taxi_type, month, plan, str(source), str(sink), run_id)
+    assert summary.key is not None
+    key = summary.key
+    writer = _WriteBehind(sink.open_month(key))
+    try:
+        for chunk in source.chunks(chunk_rows):
+            if chunk.source_row[-1] >= ride_ids.ROWS_PER_MONTH:
+                raise DataError(f"more than {ride_ids.ROWS_PER_MONTH:,} rows in one month's input")
+            scored = score_chunk(plan, key, chunk, min_duration, max_duration)
+            after = None
+            if log is not None:
+                after = _log_job(
+                    log, plan, scored.rides, scored.ids, scored.scores, scored.latency_ms
+                )
+            writer.write(scored.table, reject_table(key, chunk, scored.reasons), after)
+            tally(summary, scored.reasons, scored.actual, scored.scores)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+        summary.seconds = time.perf_counter() - started
+        if log is not None:
+            writer.wait()
+            summary.logged = log.figures()
+        writer.commit(summary.record())
+    except BaseException:
+        writer.abort()
+        raise
+    summary.seconds = time.perf_counter() - started
+    if results is not None:
+        results.publish(summary.record())
+    return summary
+
+
+def start_summary(
+    taxi_type: TaxiType,
+    month: Month,
+    plan: ScoringPlan,
+    source: str,
+    sink: str,
+    run_id: str | None = None,
+) -> ScoreSummary:
+    """A run's summary before its first row: its key (a new run id unless ``run_id`` is given)
+    and the comparison or rollout-split figures its plan adds. ModelError if a version of the
+    plan does not predict durations. Both engines start here."""
     for predictor in (plan.stable, plan.candidate, plan.rollout_candidate):
         if predictor is not None and predictor.target != "duration":
             raise ModelError(
@@ -152,19 +216,18 @@ def score_month(
                 "durations (actual_duration, predicted_duration), so pass a duration model, "
                 "e.g. models:/ride-duration@champion"
             )
-    started = time.perf_counter()
     stable = plan.stable
     key = MonthKey(
         taxi_type,
         month,
         stable.name,
         stable.version,
-        run_id or _new_run_id(),
+        run_id or new_run_id(),
         candidate_version=plan.candidate.version if plan.candidate is not None else None,
         rollout_id=plan.rollout_id,
     )
     summary = ScoreSummary(
-        taxi_type, month, key.model_name, key.model_version, key.run_id, str(source), str(sink)
+        taxi_type, month, key.model_name, key.model_version, key.run_id, source, sink
     )
     summary.kind, summary.key = key.kind, key
     if plan.candidate is not None:
@@ -181,53 +244,57 @@ def score_month(
             plan.versions,
             plan.arms,
         )
-    writer = _WriteBehind(sink.open_month(key))
-    try:
-        for chunk in source.chunks(chunk_rows):
-            reasons, duration = check_rides(chunk, month, min_duration, max_duration)
-            ok = reasons == 0
-            rides = RideArrays(
-                pu=chunk.pu[ok].astype(np.int64),
-                do=chunk.do[ok].astype(np.int64),
-                distance=chunk.distance[ok],
-            )
-            if chunk.source_row[-1] >= ride_ids.ROWS_PER_MONTH:
-                raise DataError(f"more than {ride_ids.ROWS_PER_MONTH:,} rows in one month's input")
-            ids = ride_ids.ride_ids(taxi_type, month, chunk.source_row[ok])
-            scored_at = time.perf_counter()
-            scores = plan.score(rides, ids)
-            latency_ms = (time.perf_counter() - scored_at) * 1000 / max(len(ids), 1)
-            actual = duration[ok]
-            table = prediction_table(
-                key,
-                ids,
-                chunk.pickup[ok],
-                rides.pu,
-                rides.do,
-                actual,
-                scores.predicted,
-                candidate=scores.candidate,
-                version_index=scores.version_index,
-                versions=plan.versions,
-                arms=plan.arms,
-            )
-            after = None
-            if log is not None:
-                after = _log_job(log, plan, rides, ids, scores, latency_ms)
-            writer.write(table, _rejects(key, chunk, reasons), after)
-            _tally(summary, reasons, actual, scores)
-            if on_chunk is not None:
-                on_chunk(len(chunk))
-        summary.seconds = time.perf_counter() - started
-        if log is not None:
-            writer.wait()
-            summary.logged = log.figures()
-        writer.commit(summary.record())
-    except BaseException:
-        writer.abort()
-        raise
-    summary.seconds = time.perf_counter() - started
     return summary
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """One chunk after checking and scoring: what the sink, the log and the summary take."""
+
+    reasons: np.ndarray  # per row of the chunk: 0 scored, else 1 + index in REJECT_REASONS
+    rides: RideArrays  # the scored rows' features
+    ids: np.ndarray  # their ride ids
+    actual: np.ndarray  # their actual duration, minutes
+    scores: ChunkScores
+    table: pa.Table  # their output rows, in the columns of the run's kind
+    latency_ms: float  # model time per scored row
+
+
+def score_chunk(
+    plan: ScoringPlan,
+    key: MonthKey,
+    chunk: TripChunk,
+    min_duration: float = MIN_DURATION,
+    max_duration: float = MAX_DURATION,
+) -> ScoredChunk:
+    """Check, score and lay out one chunk: the one path from rows to output rows, run by the
+    local engine in this process and by the Spark engine on each Arrow batch."""
+    reasons, duration = check_rides(chunk, key.month, min_duration, max_duration)
+    ok = reasons == 0
+    rides = RideArrays(
+        pu=chunk.pu[ok].astype(np.int64),
+        do=chunk.do[ok].astype(np.int64),
+        distance=chunk.distance[ok],
+    )
+    ids = ride_ids.ride_ids(key.taxi_type, key.month, chunk.source_row[ok])
+    scored_at = time.perf_counter()
+    scores = plan.score(rides, ids)
+    latency_ms = (time.perf_counter() - scored_at) * 1000 / max(len(ids), 1)
+    actual = duration[ok]
+    table = prediction_table(
+        key,
+        ids,
+        chunk.pickup[ok],
+        rides.pu,
+        rides.do,
+        actual,
+        scores.predicted,
+        candidate=scores.candidate,
+        version_index=scores.version_index,
+        versions=plan.versions,
+        arms=plan.arms,
+    )
+    return ScoredChunk(reasons, rides, ids, actual, scores, table, latency_ms)
 
 
 def _log_job(
@@ -278,7 +345,7 @@ def _known_zone(ids: np.ndarray) -> np.ndarray:
     return inside & (index == ids) & _ZONE_OK[index]
 
 
-def _rejects(key: MonthKey, chunk: TripChunk, reasons: np.ndarray) -> pa.Table:
+def reject_table(key: MonthKey, chunk: TripChunk, reasons: np.ndarray) -> pa.Table:
     bad = np.flatnonzero(reasons)  # few rows: gather by index
     n = int(bad.shape[0])
     if n == 0:
@@ -347,9 +414,11 @@ class _WriteBehind:
             self.writer.abort()
 
 
-def _tally(
+def tally(
     summary: ScoreSummary, reasons: np.ndarray, actual: np.ndarray, scores: ChunkScores
 ) -> None:
+    """Add one chunk's rows to the summary: ``reasons`` for every row read (0 = scored),
+    ``actual`` and ``scores`` for the scored ones."""
     predicted = scores.predicted
     summary.rows_read += int(reasons.shape[0])
     summary.rows_scored += int(predicted.shape[0])
@@ -360,6 +429,14 @@ def _tally(
     summary.prediction_sq_sum += float(np.dot(predicted, predicted))
     error = actual - predicted
     summary.error_sq_sum += float(np.dot(error, error))
+    summary.abs_error_sum = (summary.abs_error_sum or 0.0) + float(np.abs(error).sum())
+    if summary.predicted_histogram is None or summary.actual_histogram is None:
+        summary.predicted_histogram, summary.actual_histogram = (
+            DurationHistogram(),
+            DurationHistogram(),
+        )
+    summary.predicted_histogram.add(predicted)
+    summary.actual_histogram.add(actual)
     if summary.comparison is not None and scores.candidate is not None:
         summary.comparison.add(actual, predicted, scores.candidate)
     if summary.split is not None and scores.version_index is not None:
@@ -367,5 +444,5 @@ def _tally(
         summary.split.add(actual, predicted, scores.version_index, shadowed)
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"

@@ -56,8 +56,10 @@ class ParquetSource:
     def __init__(self, files: list[Path], taxi_type: TaxiType) -> None:
         self.files = files
         self.taxi_type = taxi_type
-        self._columns = [self._columns_of(path) for path in files]
-        self.total_rows: int | None = sum(_open(p).metadata.num_rows for p in files)
+        # Per file: the source names of pickup, dropoff, PU, DO and distance, and the row count.
+        self.columns = [self._columns_of(path) for path in files]
+        self.file_rows = [_open(p).metadata.num_rows for p in files]
+        self.total_rows: int | None = sum(self.file_rows)
 
     def __str__(self) -> str:
         if len(self.files) == 1:
@@ -65,52 +67,11 @@ class ParquetSource:
         return f"{len(self.files)} files ({self.files[0].parent})"
 
     def _columns_of(self, path: Path) -> list[str]:
-        """Source names of pickup, dropoff, PU, DO and distance; DataError naming any missing."""
-        names = _open(path).schema_arrow.names
-        by_lower = {name.lower(): name for name in names}
-        kind = self.taxi_type
-        other = next(
-            (k for k, col in PICKUP_COLUMNS.items() if k is not kind and col.lower() in by_lower),
-            None,
-        )
-        if other is not None and PICKUP_COLUMNS[kind].lower() not in by_lower:
-            raise DataError(
-                f"{path} holds {other.value} trips ({PICKUP_COLUMNS[other]}); "
-                f"expected {kind.value} trips ({PICKUP_COLUMNS[kind]}); pass --taxi-type {other}"
-            )
-        found: list[str] = []
-        missing: list[str] = []
-        for role, spellings in _TIME_NAMES.items():
-            ordered = sorted(spellings, key=lambda s: not s.startswith(_PREFIX[kind]))
-            name = next((by_lower[s] for s in ordered if s in by_lower), None)
-            if name is None:
-                missing.append(ordered[0] if kind is not TaxiType.FHV else f"{role}_datetime")
-            else:
-                found.append(name)
-        for wanted in ("pulocationid", "dolocationid", "trip_distance"):
-            if wanted in by_lower:
-                found.append(by_lower[wanted])
-            else:
-                missing.append(
-                    {"pulocationid": "PULocationID", "dolocationid": "DOLocationID"}.get(
-                        wanted, wanted
-                    )
-                )
-        if missing:
-            hint = (
-                "; fhv records have no trip_distance, which the duration model needs"
-                if kind is TaxiType.FHV
-                else ""
-            )
-            raise DataError(
-                f"{path} lacks column(s) {', '.join(missing)} (any letter case){hint}; "
-                f"found: {', '.join(names[:12]) or 'no columns'}"
-            )
-        return found
+        return trip_columns(_open(path).schema_arrow.names, self.taxi_type, str(path))
 
     def chunks(self, chunk_rows: int) -> Iterator[TripChunk]:
         offset = 0
-        for path, columns in zip(self.files, self._columns, strict=True):
+        for path, columns in zip(self.files, self.columns, strict=True):
             batches = _open(path).iter_batches(batch_size=chunk_rows, columns=columns)
             while True:
                 try:
@@ -132,13 +93,9 @@ class SqlSource:
         self.total_rows: int | None = None
 
     def __str__(self) -> str:
-        from sqlalchemy.engine import make_url
+        from ridecast.urls import mask_url
 
-        try:
-            shown = make_url(self.url).render_as_string(hide_password=True)
-        except Exception:  # only for display; the reader reports bad URLs
-            shown = self.url
-        return f"table {self.table} in {shown}"
+        return f"table {self.table} in {mask_url(self.url)}"
 
     def chunks(self, chunk_rows: int) -> Iterator[TripChunk]:
         from ridecast.data.readers import iter_trip_batches
@@ -157,6 +114,49 @@ class SqlSource:
 
 
 TripSource = ParquetSource | SqlSource
+
+
+def trip_columns(names: list[str], taxi_type: TaxiType, path: str) -> list[str]:
+    """Source names of pickup, dropoff, PU, DO and distance among a file's column ``names``;
+    DataError naming ``path`` and any column missing."""
+    by_lower = {name.lower(): name for name in names}
+    kind = taxi_type
+    other = next(
+        (k for k, col in PICKUP_COLUMNS.items() if k is not kind and col.lower() in by_lower),
+        None,
+    )
+    if other is not None and PICKUP_COLUMNS[kind].lower() not in by_lower:
+        raise DataError(
+            f"{path} holds {other.value} trips ({PICKUP_COLUMNS[other]}); "
+            f"expected {kind.value} trips ({PICKUP_COLUMNS[kind]}); pass --taxi-type {other}"
+        )
+    found: list[str] = []
+    missing: list[str] = []
+    for role, spellings in _TIME_NAMES.items():
+        ordered = sorted(spellings, key=lambda s: not s.startswith(_PREFIX[kind]))
+        name = next((by_lower[s] for s in ordered if s in by_lower), None)
+        if name is None:
+            missing.append(ordered[0] if kind is not TaxiType.FHV else f"{role}_datetime")
+        else:
+            found.append(name)
+    for wanted in ("pulocationid", "dolocationid", "trip_distance"):
+        if wanted in by_lower:
+            found.append(by_lower[wanted])
+        else:
+            missing.append(
+                {"pulocationid": "PULocationID", "dolocationid": "DOLocationID"}.get(wanted, wanted)
+            )
+    if missing:
+        hint = (
+            "; fhv records have no trip_distance, which the duration model needs"
+            if kind is TaxiType.FHV
+            else ""
+        )
+        raise DataError(
+            f"{path} lacks column(s) {', '.join(missing)} (any letter case){hint}; "
+            f"found: {', '.join(names[:12]) or 'no columns'}"
+        )
+    return found
 
 
 def open_source(
