@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/web.py [--duration 10] [--runs 2] [--concurrency 1,16,64]
         [--prediction-log postgresql+psycopg://postgres@127.0.0.1:5432/test]
+        [--before /tmp/ridecast-before]
 
 Each server gets the same trained model (ride-duration@champion, linear, in a bench registry under
 ``.ridecast/bench``), is started alone on 127.0.0.1, warmed up, and loaded with ``wrk -t1``
@@ -16,6 +17,15 @@ rollout machinery (routing, two batchers, the shadow queue and its thread, twice
 not of a slower model. ``--prediction-log URL`` adds a ``ridecast-pg`` run whose prediction log
 is that database (PostgreSQL, as compose and Kubernetes run it). Each request carries a distinct
 ride_id and user_id, so the router hashes every request as it would in production.
+
+``--before DIR`` adds a ``before`` run: ``ridecast serve`` from another checkout of ridecast
+(its ``src`` first on PYTHONPATH, the same venv otherwise), e.g. the last commit made with
+``git worktree add /tmp/ridecast-before HEAD``. Its runs alternate with ridecast's, which goes
+first every other run, and the verdict gives the ratio run by run: the cost of a change.
+``--cpu-requests N`` adds what req/s on a shared machine cannot resolve: the CPU time one
+``POST /predict`` costs, measured in-process (the ASGI app called directly, 64 requests at a
+time, so micro-batching and the prediction log's writer thread run as they do when served;
+``time.process_time`` counts every thread), for this checkout and ``--before``, alternated.
 """
 
 from __future__ import annotations
@@ -48,8 +58,9 @@ request = function()
     '"trip_distance": 3.66, "ride_id": "r' .. n .. '", "user_id": "u' .. (n % 5000) .. '"}')
 end
 """
-SERVERS = ("ridecast", "rollout", "ridecast-pg", "flask", "bare")
+SERVERS = ("before", "ridecast", "rollout", "ridecast-pg", "flask", "bare")
 LABELS = {
+    "before": "ridecast serve (2 workers), before the change",
     "ridecast": "ridecast serve (2 workers)",
     "rollout": "ridecast serve, canary 50% + shadow 100%",
     "ridecast-pg": "ridecast serve, PostgreSQL prediction log",
@@ -94,6 +105,11 @@ class Result:
         low, high = min(r.rps for r in self.runs), max(r.rps for r in self.runs)
         return f"{low:,.0f}–{high:,.0f}"
 
+    @property
+    def p99_spread(self) -> str:
+        low, high = min(r.p99_ms for r in self.runs), max(r.p99_ms for r in self.runs)
+        return f"{low:.1f}–{high:.1f}"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -114,7 +130,10 @@ def ensure_model(home: Path) -> dict[str, str]:
         registry.resolve(ModelRef("ride-duration", "champion"))
     except ModelError:
         print("training the bench model (once) ...", flush=True)
-        plan = (("ride-duration", "linear", "champion"), ("ride-duration", "linear", "challenger"))
+        plan: tuple[tuple[str, str, str], ...] = (
+            ("ride-duration", "linear", "champion"),
+            ("ride-duration", "linear", "challenger"),
+        )
         train_on_synthetic_months(settings, registry, rows=60_000, plan=plan)
     try:
         registry.resolve(ModelRef("ride-duration", "challenger"))
@@ -136,7 +155,7 @@ def ensure_model(home: Path) -> dict[str, str]:
 
 def command(server: str, port: int) -> list[str]:
     baselines = str(ROOT / "bench" / "baselines")
-    if server in ("ridecast", "rollout", "ridecast-pg"):
+    if server in ("before", "ridecast", "rollout", "ridecast-pg"):
         return [str(BIN / "ridecast"), "serve", "--port", str(port), "--workers", "2"]
     if server == "flask":
         return [
@@ -308,11 +327,92 @@ def stop_rollout(env: dict[str, str]) -> None:
     ops.abort(_ops_settings(env), "ride-duration", reason="bench: run over")
 
 
+# One process, one checkout: the app of `ridecast serve` called directly, as uvicorn calls it.
+CPU_PROBE = """
+import asyncio, json, sys, time
+from ridecast.settings import get_settings
+from ridecast.web.app import create_app
+
+n = int(sys.argv[1])
+app = create_app(get_settings())
+app.service.start()
+scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [
+    (b"content-type", b"application/json")], "query_string": b""}
+
+async def one(i):
+    body = (b'{"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66, "ride_id": "r%d", '
+            b'"user_id": "u%d"}' % (i, i % 5000))
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+    async def send(message):
+        pass
+    await app(scope, receive, send)
+
+async def main():
+    for k in range(50):  # warm-up
+        await asyncio.gather(*(one(k * 64 + i) for i in range(64)))
+    cpu, wall = time.process_time(), time.perf_counter()
+    for k in range(n // 64):
+        await asyncio.gather(*(one(k * 64 + i) for i in range(64)))
+    app.service.prediction_log.flush()  # its writer's share of the work, inside the window
+    return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
+
+cpu_us, wall_us = asyncio.run(main())
+app.service.stop()
+print(json.dumps({"cpu_us": cpu_us, "wall_us": wall_us}))
+"""
+
+
+CPU_LABELS = {
+    "before": "ridecast app in one process, before the change",
+    "ridecast": "ridecast app in one process (as a worker: multiprocess metrics)",
+}
+
+
+def cpu_per_request(env: dict[str, str], requests: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", CPU_PROBE, str(requests)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the in-process probe failed:\n{out.stderr[-3000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["cpu_us"])
+
+
+def cpu_table(cpu: dict[str, list[float]]) -> list[str]:
+    lines = [
+        "| server | CPU µs per request (median) | spread (min–max) | runs |",
+        "|---|---:|---:|---:|",
+    ]
+    for server, values in cpu.items():
+        lines.append(
+            f"| {CPU_LABELS[server]} | {statistics.median(values):.1f} | "
+            f"{min(values):.1f}–{max(values):.1f} | {len(values)} |"
+        )
+    if len(cpu) == 2:
+        before, after = cpu["before"], cpu["ridecast"]
+        pairs = [a / b for a, b in zip(after, before, strict=True)]
+        ratio = statistics.median(after) / statistics.median(before)
+        lines += [
+            "",
+            f"change in CPU per request: {ratio:.3f}× of the medians; run by run "
+            f"{', '.join(f'{r:.3f}' for r in pairs)} → "
+            f"{'costs < 5%' if ratio <= 1.05 else 'COSTS ≥ 5%'} of the throughput a CPU-bound "
+            "server has",
+        ]
+    return lines
+
+
 def table(results: dict[tuple[str, int], Result], concurrencies: list[int]) -> str:
     lines = [
         "| server | concurrency | req/s (median) | req/s spread (min–max) | p50 ms | p99 ms "
-        "| × Flask | × bare ASGI |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 spread | × Flask | × bare ASGI |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in concurrencies:
         flask, bare = results.get(("flask", c)), results.get(("bare", c))
@@ -324,14 +424,24 @@ def table(results: dict[tuple[str, int], Result], concurrencies: list[int]) -> s
             vs_bare = f"{r.rps / bare.rps:.2f}" if bare else "–"
             lines.append(
                 f"| {LABELS[server]} | {c} | {r.rps:,.0f} | {r.spread} | {r.p50:.2f} | "
-                f"{r.p99:.2f} | {vs_flask} | {vs_bare} |"
+                f"{r.p99:.2f} | {r.p99_spread} | {vs_flask} | {vs_bare} |"
             )
     return "\n".join(lines)
 
 
 def verdict(results: dict[tuple[str, int], Result]) -> list[str]:
     out = []
-    ours, rollout, pg, flask, bare = (results.get((s, 64)) for s in SERVERS)
+    before, ours, rollout, pg, flask, bare = (results.get((s, 64)) for s in SERVERS)
+    if before and ours:
+        pairs = [a.rps / b.rps for a, b in zip(ours.runs, before.runs, strict=True)]
+        ratio = ours.rps / before.rps
+        out.append(
+            f"change at c=64: ridecast {ours.rps:,.0f} req/s ({ours.spread}) vs before "
+            f"{before.rps:,.0f} ({before.spread}): {ratio:.3f}× of the medians; run by run "
+            f"{', '.join(f'{r:.3f}' for r in pairs)} (median {statistics.median(pairs):.3f}); "
+            f"p99 {ours.p99:.2f} ms vs {before.p99:.2f} ms → "
+            f"{'costs < 5%' if ratio >= 0.95 else 'COSTS ≥ 5%'}"
+        )
     if ours and flask:
         ratio = ours.rps / flask.rps
         worst = min(r.rps for r in ours.runs) / max(r.rps for r in flask.runs)
@@ -375,39 +485,93 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(SERVERS), help="subset to run")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".ridecast" / "bench")
     parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another ridecast checkout (e.g. a git worktree of the last commit) to run as "
+        "'before', interleaved with this one",
+    )
+    parser.add_argument(
+        "--cpu-requests",
+        type=int,
+        default=0,
+        help="also measure CPU µs per request in-process over this many requests per run",
+    )
+    parser.add_argument(
         "--prediction-log",
         default=None,
         help="SQLAlchemy URL of a PostgreSQL prediction log for an extra ridecast-pg run",
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and args.servers:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    servers = [s for s in SERVERS if s in args.servers.split(",")]
+    servers = [s for s in SERVERS if s in args.servers.split(",")]  # "" for none (CPU only)
     if args.prediction_log is None:
         servers = [s for s in servers if s != "ridecast-pg"]
+    if args.before is None:
+        servers = [s for s in servers if s != "before"]
+    elif not (args.before / "src" / "ridecast").is_dir():
+        raise SystemExit(f"--before {args.before}: no src/ridecast there")
 
     env = ensure_model(args.workdir.resolve())
     log_db = Path(env["RIDECAST_PREDICTION_LOG_URL"].removeprefix("sqlite:///"))
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{log_db}{suffix}").unlink(missing_ok=True)
+    before_db = log_db.with_name("bench-before-predictions.db")
+    before_state = log_db.with_name("bench-before-rollouts.db")
+    for path in (log_db, before_db):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
     load = os.getloadavg()
     print(
         f"{os.cpu_count()} CPUs, load average {load[0]:.2f} before the run; "
         f"{args.runs} runs × {args.duration:g}s per server and concurrency",
         flush=True,
     )
+
+    def env_for(server: str) -> dict[str, str]:
+        if server == "ridecast-pg":
+            return {**env, "RIDECAST_PREDICTION_LOG_URL": args.prediction_log}
+        if server == "before":  # its own databases: the checkouts' schemas may differ
+            return {
+                **env,
+                "PYTHONPATH": str(args.before.resolve() / "src"),
+                "RIDECAST_PREDICTION_LOG_URL": f"sqlite:///{before_db}",
+                "RIDECAST_STATE_URL": f"sqlite:///{before_state}",
+            }
+        return env
+
+    def alternated(order: list[str], run: int) -> list[str]:
+        """``order`` with before and ridecast swapped every other run: neither always first."""
+        order = list(order)
+        if run % 2 and "before" in order and "ridecast" in order:
+            i, j = order.index("before"), order.index("ridecast")
+            order[i], order[j] = order[j], order[i]
+        return order
+
     results: dict[tuple[str, int], Result] = {}
+    cpu: dict[str, list[float]] = {}
+    probed = ["before", "ridecast"] if args.before is not None else ["ridecast"]
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(LUA)
         for run in range(args.runs):
             print(f"run {run + 1}/{args.runs}", flush=True)
-            for server in servers:
-                server_env = env
-                if server == "ridecast-pg":
-                    server_env = {**env, "RIDECAST_PREDICTION_LOG_URL": args.prediction_log}
-                bench_server(server, server_env, concurrencies, args.duration, script, results)
+            for server in alternated(servers, run):
+                bench_server(server, env_for(server), concurrencies, args.duration, script, results)
+            for server in alternated(probed, run) if args.cpu_requests else []:
+                fresh = f"sqlite:///{Path(tmp) / f'cpu-{server}-{run}.db'}"  # equal for both
+                shared = Path(tmp) / f"prometheus-{server}-{run}"
+                shared.mkdir()
+                probe_env = {
+                    **env_for(server),
+                    "RIDECAST_PREDICTION_LOG_URL": fresh,
+                    "RIDECAST_STATE_URL": fresh,
+                    # As a worker of `ridecast serve --workers N` runs (a checkout that does not
+                    # use prometheus_client in the web service ignores it).
+                    "PROMETHEUS_MULTIPROC_DIR": str(shared),
+                }
+                cpu.setdefault(server, []).append(cpu_per_request(probe_env, args.cpu_requests))
+                print(f"  {server:8s} in-process {cpu[server][-1]:7.1f} µs CPU per request")
 
     logged = 0
     if "ridecast" in servers and log_db.exists():
@@ -420,6 +584,7 @@ def main() -> None:
         text,
         "",
         *verdict(results),
+        *(["", *cpu_table(cpu), ""] if cpu else []),
         f"prediction log rows written by ridecast during the runs: {logged:,}",
         f"load average after: {os.getloadavg()[0]:.2f}",
     ]

@@ -100,7 +100,10 @@ class Settings(BaseSettings):
         "arrived in the same event-loop turn (adds no latency).",
     )
     serve_watch_interval: float = Field(
-        default=2.0, ge=0.0, description="Seconds between alias checks (0 = no hot reload)."
+        default=2.0,
+        ge=0.0,
+        description="Seconds between alias checks (0 = no hot reload of a moved alias; the "
+        "rollout state is followed all the same).",
     )
     serve_max_body_bytes: int = Field(default=2_097_152, ge=1024, description="Request size cap.")
     serve_max_rides: int = Field(default=10_000, ge=1, description="Rides per request cap.")
@@ -159,6 +162,24 @@ class Settings(BaseSettings):
         default=True,
         description="Keep each registered version's model under <home>/cache/models so later "
         "jobs skip MLflow's loading path (the registry still says which version to use).",
+    )
+
+    # --- Prometheus metrics (ridecast.monitoring.metrics) ---
+    metrics_pushgateway: str | None = Field(
+        default=None,
+        description="Pushgateway (host:port or URL) a batch job pushes its metrics to when it "
+        "ends, grouped by job, taxi type and month.",
+    )
+    metrics_textfile_dir: Path | None = Field(
+        default=None,
+        description="Folder of node-exporter's textfile collector; a batch job writes its "
+        "metrics there (one .prom file per taxi type and month) when it ends.",
+    )
+    metrics_multiprocess_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "metrics_multiprocess_dir"),
+        description="prometheus_client's multiprocess folder. `ridecast serve --workers N` sets "
+        "it for its workers (default <home>/run/serve-<pid>/prometheus) and empties it at start.",
     )
 
     @property

@@ -1,339 +1,570 @@
-"""Prometheus metrics that cost almost nothing on the hot path.
+"""Prometheus metrics for every mode, through prometheus_client.
 
-:class:`MetricSet` keeps counters and histograms in plain dicts (a dict update per request, a numpy
-``searchsorted`` per batch) and renders the Prometheus text format when scraped. Worker processes
-of one server share their numbers through small snapshot files, so a scrape of any worker reports
-the whole server.
+Each group of metrics is created once per process, on prometheus_client's default registry, by
+the function that names it: :func:`web_metrics` (the web service), :func:`log_metrics` (the
+prediction log, in every mode), :func:`rollout_metrics` (following and advancing rollouts, in
+every mode). The stream consumers' own metrics are in :mod:`ridecast.stream.stats`, the batch
+job's in :mod:`ridecast.batch.metrics`.
+
+``ridecast serve --workers N`` runs prometheus_client's multiprocess mode: the serving process
+sets ``PROMETHEUS_MULTIPROC_DIR`` for its workers (emptied at start, see
+:func:`prepare_multiprocess_dir`), each worker writes its numbers to files there, and any
+worker's ``/metrics`` adds them up (:func:`exposition`). Counters and histograms keep the counts
+of a worker that has exited, because those requests happened; every gauge uses a ``live`` mode,
+so once the supervisor reports a worker dead (:func:`mark_worker_dead`) its gauges, such as the
+versions it served, leave ``/metrics``.
+
+The web service's request path does not call prometheus_client itself: :class:`RequestTally`
+counts in plain dicts and adds its counts to the metrics every second (why: docs/web.md).
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
-import json
 import logging
-import os
+import math
 import threading
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    push_to_gateway,
+    values,
+    write_to_textfile,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from ridecast.rollout.measurements import ArmFigures, Measurements
+    from ridecast.rollout.state import RolloutState
 
 log = logging.getLogger("ridecast.monitoring")
 
-Labels = tuple[str, ...]
+# A ``<name>_created`` series per labelled counter and histogram doubles what Prometheus stores
+# and tells nothing a dashboard uses; multiprocess mode never has them, so no mode does.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PREDICTION_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 200, 500)
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+MODEL_CALL_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+# --- the web service ---------------------------------------------------------------------------
 
 
-def _label_text(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(str(v))}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+@dataclass(frozen=True)
+class WebMetrics:
+    """What ``ridecast serve`` exports besides the prediction log's and the rollouts' metrics."""
+
+    requests: Counter
+    errors: Counter
+    latency: Histogram
+    predictions: Counter
+    prediction_value: Histogram
+    model_call_rides: Histogram
+    model_info: Gauge
+    shadow: Counter
 
 
-def _number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-class Counter:
-    """A labelled counter; ``inc`` is one dict update."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str]) -> None:
-        self.name, self.help, self.labelnames = name, help_text, tuple(labelnames)
-        self.values: dict[Labels, float] = {}
-
-    def inc(self, labels: Labels, amount: float = 1.0) -> None:
-        values = self.values
-        values[labels] = values.get(labels, 0.0) + amount
-
-    def snapshot(self) -> list[Any]:
-        return [[list(k), v] for k, v in dict(self.values).items()]
-
-    def merge(self, rows: Iterable[Any]) -> None:
-        for labels, value in rows:
-            self.inc(tuple(labels), value)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        for labels, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{_label_text(self.labelnames, labels)} {_number(value)}")
-        return lines
-
-
-class Gauge(Counter):
-    """A labelled gauge; ``set`` replaces the value. Merging workers adds their values."""
-
-    kind = "gauge"
-
-    def set(self, labels: Labels, value: float) -> None:
-        self.values[labels] = value
-
-    def remove(self, labels: Labels) -> None:
-        self.values.pop(labels, None)
-
-    def render(self) -> list[str]:
-        lines = super().render()
-        lines[1] = f"# TYPE {self.name} gauge"
-        return lines
-
-
-class Histogram:
-    """A labelled histogram: per series, one count per bucket (the last is +Inf) and the sum."""
-
-    kind = "histogram"
-
-    def __init__(
-        self, name: str, help_text: str, labelnames: Sequence[str], buckets: Sequence[float]
-    ) -> None:
-        self.name, self.help, self.labelnames = name, help_text, tuple(labelnames)
-        self.bounds = tuple(float(b) for b in buckets)
-        self._bounds_array = np.asarray(self.bounds, dtype=np.float64)
-        self.series: dict[Labels, list[float]] = {}
-
-    def _row(self, labels: Labels) -> list[float]:
-        row = self.series.get(labels)
-        if row is None:
-            row = self.series[labels] = [0.0] * (len(self.bounds) + 2)
-        return row
-
-    def observe(self, labels: Labels, value: float) -> None:
-        row = self.series.get(labels) or self._row(labels)
-        row[bisect.bisect_left(self.bounds, value)] += 1
-        row[-1] += value
-
-    def observe_many(self, labels: Labels, values: np.ndarray) -> None:
-        if len(values) == 0:
-            return
-        if len(values) <= 32:  # numpy's per-call overhead outweighs a short Python loop
-            row = self.series.get(labels) or self._row(labels)
-            bounds = self.bounds
-            for v in values.tolist():
-                if v == v and v not in (float("inf"), float("-inf")):
-                    row[bisect.bisect_left(bounds, v)] += 1
-                    row[-1] += v
-            return
-        finite = values[np.isfinite(values)]
-        row = self._row(labels)
-        counts = np.bincount(
-            np.searchsorted(self._bounds_array, finite, side="left"),
-            minlength=len(self.bounds) + 1,
-        )
-        for i, c in enumerate(counts.tolist()):
-            row[i] += c
-        row[-1] += float(finite.sum())
-
-    def snapshot(self) -> list[Any]:
-        return [[list(k), list(v)] for k, v in dict(self.series).items()]
-
-    def merge(self, rows: Iterable[Any]) -> None:
-        for labels, values in rows:
-            row = self._row(tuple(labels))
-            for i, v in enumerate(values):
-                row[i] += v
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for labels, row in sorted(self.series.items()):
-            cumulative = 0.0
-            for bound, count in zip((*self.bounds, float("inf")), row[:-1], strict=True):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else _number(bound)
-                text = _label_text(self.labelnames, labels, f'le="{le}"')
-                lines.append(f"{self.name}_bucket{text} {_number(cumulative)}")
-            base = _label_text(self.labelnames, labels)
-            lines.append(f"{self.name}_sum{base} {_number(row[-1])}")
-            lines.append(f"{self.name}_count{base} {_number(cumulative)}")
-        return lines
-
-
-Metric = Counter | Histogram
-
-
-def _alive(pid_text: str) -> bool:
-    """Whether the worker whose snapshot file is ``<pid>.json`` still runs (same host: the files
-    live under the server's own run folder)."""
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except (ValueError, OSError):
-        return True  # not a pid we can check, or alive but not ours to signal
-    return True
-
-
-class MetricSet:
-    """The metrics of one serving process, with optional sharing between worker processes.
-
-    With ``share_dir`` set, :meth:`export` writes this process's numbers to
-    ``share_dir/<pid>.json`` (a background thread does it every second), and :meth:`render`
-    adds the other workers' files, so any worker's ``/metrics`` reports the whole server.
-    """
-
-    def __init__(self, share_dir: Path | None = None) -> None:
-        self.share_dir = share_dir
-        self.requests = Counter(
-            "ridecast_http_requests_total",
-            "HTTP requests by endpoint, status and model version.",
+@lru_cache(maxsize=1)
+def web_metrics() -> WebMetrics:
+    return WebMetrics(
+        requests=Counter(
+            "ridecast_http_requests",
+            "HTTP requests by endpoint, status and the model version that answered.",
             ("endpoint", "status", "model_version"),
-        )
-        self.errors = Counter(
-            "ridecast_http_request_errors_total",
+        ),
+        errors=Counter(
+            "ridecast_http_request_errors",
             "HTTP requests answered with status >= 400, by endpoint, status and model version.",
             ("endpoint", "status", "model_version"),
-        )
-        self.latency = Histogram(
+        ),
+        latency=Histogram(
             "ridecast_http_request_duration_seconds",
-            "Time from a request's arrival to its response, by endpoint.",
-            ("endpoint",),
-            LATENCY_BUCKETS,
-        )
-        self.predictions = Counter(
-            "ridecast_predictions_total",
+            "Time from a request's arrival to its response, by endpoint and model version.",
+            ("endpoint", "model_version"),
+            buckets=LATENCY_BUCKETS,
+        ),
+        predictions=Counter(
+            "ridecast_predictions",
             "Rides predicted, by model and version.",
             ("model", "model_version"),
-        )
-        self.prediction_value = Histogram(
+        ),
+        prediction_value=Histogram(
             "ridecast_prediction_value",
-            "Distribution of predicted values (minutes or dollars), by model and version.",
+            "Predicted values in the model's unit (minutes of ride, dollars of tip or cost), by "
+            "model and version.",
             ("model", "model_version"),
-            PREDICTION_BUCKETS,
-        )
-        self.batch_size = Histogram(
-            "ridecast_batch_size",
+            buckets=PREDICTION_BUCKETS,
+        ),
+        model_call_rides=Histogram(
+            "ridecast_model_call_rides",
             "Rides per model call (micro-batches and list requests), by model.",
             ("model",),
-            BATCH_SIZE_BUCKETS,
-        )
-        self.reloads = Counter(
-            "ridecast_model_reloads_total",
-            "Hot reloads by model and result (ok or failed).",
-            ("model", "result"),
-        )
-        self.model_info = Gauge(
+            buckets=MODEL_CALL_BUCKETS,
+        ),
+        model_info=Gauge(
             "ridecast_model_info",
-            "1 for each model version a worker serves now (summed over workers).",
+            "1 for each model version this worker has loaded now (with --workers N, one series "
+            "per worker, labelled pid).",
             ("model", "model_version"),
-        )
-        self.log_rows = Counter(
-            "ridecast_prediction_log_rows_total",
-            "Prediction-log rows by state: written or dropped (queue full or database down).",
-            ("state",),
-        )
-        self.feedback = Counter(
-            "ridecast_feedback_total",
-            "Feedback by state: recorded, duplicate (counted once), unknown_ride (no prediction "
-            "after the grace period) or dropped (too much pending).",
-            ("state",),
-        )
-        self.shadow = Counter(
-            "ridecast_shadow_predictions_total",
+            multiprocess_mode="liveall",
+        ),
+        shadow=Counter(
+            "ridecast_shadow_predictions",
             "Shadow copies of live requests by model, candidate version and result: answered, "
             "dropped (the shadow queue was full) or failed (callers never see either).",
             ("model", "model_version", "result"),
-        )
-        self.all: tuple[Metric, ...] = (
-            self.requests,
-            self.errors,
-            self.latency,
-            self.predictions,
-            self.prediction_value,
-            self.batch_size,
-            self.reloads,
-            self.model_info,
-            self.log_rows,
-            self.feedback,
-            self.shadow,
-        )
+        ),
+    )
+
+
+def add_observations(child: Histogram, counts: Sequence[float], total: float) -> None:
+    """Add many observations to one labelled histogram at once: ``counts`` per bucket (the last
+    is +Inf, as prometheus_client orders them) and ``total``, their sum.
+
+    prometheus_client only observes one value per call (a lock and, in multiprocess mode, a file
+    write per call); this adds to the same bucket values ``observe`` adds to.
+    """
+    buckets = child._buckets  # the values observe() increments
+    if len(buckets) != len(counts):
+        raise ValueError(f"{len(counts)} bucket counts for a histogram of {len(buckets)} buckets")
+    for value, n in zip(buckets, counts, strict=True):
+        if n:
+            value.inc(n)
+    if total:
+        child._sum.inc(total)
+
+
+def _bucket_counts(bounds: Sequence[float], values: np.ndarray) -> tuple[list[float], float]:
+    """Counts per bucket (``value <= bound``, then +Inf) and the sum of the finite ``values``."""
+    counts = [0.0] * (len(bounds) + 1)
+    if len(values) <= 32:  # numpy's per-call overhead outweighs a short Python loop
+        total = 0.0
+        for v in values.tolist():
+            if math.isfinite(v):
+                counts[bisect.bisect_left(bounds, v)] += 1
+                total += v
+        return counts, total
+    finite = values[np.isfinite(values)]
+    found = np.bincount(np.searchsorted(bounds, finite, side="left"), minlength=len(counts))
+    return [float(c) for c in found.tolist()], float(finite.sum())
+
+
+class RequestTally:
+    """The web request path's counts, added to :func:`web_metrics` by :meth:`flush`.
+
+    :meth:`record_request` (every request) and :meth:`record_batch` (every model call) update
+    plain dicts on the event loop and take no lock. The dicts only grow: :meth:`flush` adds the
+    difference since its last run, so an update racing a flush is counted by the next one. A
+    thread flushes every ``interval`` seconds, ``/metrics`` flushes before it answers and
+    :meth:`stop` flushes last, so another worker's numbers in ``/metrics`` lag by at most
+    ``interval``.
+    """
+
+    def __init__(self, metrics: WebMetrics | None = None, interval: float = 1.0) -> None:
+        self.metrics = metrics or web_metrics()
+        self.interval = interval
+        self._latency_bounds = LATENCY_BUCKETS
+        self._value_bounds = tuple(float(b) for b in PREDICTION_BUCKETS)
+        self._call_bounds = tuple(float(b) for b in MODEL_CALL_BUCKETS)
+        # Running totals. Histogram rows: one count per bucket (+Inf last), then the sum.
+        self._requests: dict[tuple[str, int, str], int] = {}
+        self._latency: dict[tuple[str, str], list[float]] = {}
+        self._predictions: dict[tuple[str, str], list[float]] = {}  # rides, then value buckets
+        self._calls: dict[str, list[float]] = {}
+        self._flushed: dict[tuple[str, Any], Any] = {}
+        self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # --- the request path (the event loop) ---
+
     def record_request(self, endpoint: str, status: int, version: str, seconds: float) -> None:
-        """One request: its count, its latency, and its error if any. About a microsecond."""
-        key = (endpoint, str(status), version)
-        self.requests.inc(key)
-        if status >= 400:
-            self.errors.inc(key)
-        self.latency.observe((endpoint,), seconds)
+        """One answered request: its count and its latency. About a microsecond."""
+        key = (endpoint, status, version)
+        requests = self._requests
+        requests[key] = requests.get(key, 0) + 1
+        row = self._latency.get((endpoint, version))
+        if row is None:
+            row = self._latency[(endpoint, version)] = [0.0] * (len(self._latency_bounds) + 2)
+        row[bisect.bisect_left(self._latency_bounds, seconds)] += 1
+        row[-1] += seconds
 
     def record_batch(self, model: str, version: str, predictions: np.ndarray) -> None:
-        self.predictions.inc((model, version), float(len(predictions)))
-        self.prediction_value.observe_many((model, version), predictions)
-        self.batch_size.observe((model,), float(len(predictions)))
+        """One model call: the rides it predicted and their values."""
+        n = len(predictions)
+        row = self._predictions.get((model, version))
+        if row is None:
+            row = self._predictions[(model, version)] = [0.0] * (len(self._value_bounds) + 3)
+        counts, total = _bucket_counts(self._value_bounds, predictions)
+        row[0] += n
+        for i, c in enumerate(counts, start=1):
+            if c:
+                row[i] += c
+        row[-1] += total
+        calls = self._calls.get(model)
+        if calls is None:
+            calls = self._calls[model] = [0.0] * (len(self._call_bounds) + 2)
+        calls[bisect.bisect_left(self._call_bounds, n)] += 1
+        calls[-1] += n
 
-    # --- sharing between worker processes ---
+    # --- into prometheus_client ---
 
-    def snapshot(self) -> dict[str, Any]:
-        return {m.name: m.snapshot() for m in self.all}
+    def _delta(self, kind: str, key: Any, now: list[float]) -> list[float]:
+        before = self._flushed.get((kind, key))
+        self._flushed[(kind, key)] = now
+        return now if before is None else [a - b for a, b in zip(now, before, strict=True)]
 
-    def export(self) -> None:
-        if self.share_dir is None:
-            return
-        self.share_dir.mkdir(parents=True, exist_ok=True)
-        path = self.share_dir / f"{os.getpid()}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
-        os.replace(tmp, path)
+    def flush(self) -> None:
+        """Add everything counted since the last flush to the metrics. Any thread."""
+        m = self.metrics
+        with self._flush_lock:
+            for (endpoint, status, version), total in list(self._requests.items()):
+                (n,) = self._delta("requests", (endpoint, status, version), [total])
+                if n:
+                    m.requests.labels(endpoint, str(status), version).inc(n)
+                    if status >= 400:
+                        m.errors.labels(endpoint, str(status), version).inc(n)
+            for (endpoint, version), row in list(self._latency.items()):
+                d = self._delta("latency", (endpoint, version), list(row))
+                if any(d[:-1]):
+                    add_observations(m.latency.labels(endpoint, version), d[:-1], d[-1])
+            for (model, version), row in list(self._predictions.items()):
+                d = self._delta("predictions", (model, version), list(row))
+                if d[0]:
+                    m.predictions.labels(model, version).inc(d[0])
+                if any(d[1:-1]):
+                    add_observations(m.prediction_value.labels(model, version), d[1:-1], d[-1])
+            for model, row in list(self._calls.items()):
+                d = self._delta("calls", model, list(row))
+                if any(d[:-1]):
+                    add_observations(m.model_call_rides.labels(model), d[:-1], d[-1])
 
-    def start_exporting(self, interval: float = 1.0) -> None:
-        if self.share_dir is None or self._thread is not None:
-            return
+    def start(self) -> RequestTally:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="ridecast-metrics", daemon=True)
+            self._thread.start()
+        return self
 
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.export()
-                except OSError as exc:  # a full disk must not take the server down
-                    log.warning("could not share metrics in %s: %s", self.share_dir, exc)
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:  # the metrics must never take the server down
+                log.exception("could not add the request counts to the metrics")
 
-        self._thread = threading.Thread(target=loop, name="ridecast-metrics", daemon=True)
-        self._thread.start()
-
-    def stop_exporting(self) -> None:
+    def stop(self) -> None:
+        """Stop the thread and flush what is left."""
         self._stop.set()
-        if self.share_dir is not None:
-            with contextlib.suppress(OSError):
-                self.export()  # the final numbers stay visible to the remaining workers
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.flush()
 
-    def _merged(self) -> MetricSet:
-        merged = MetricSet()
-        by_name = {m.name: m for m in merged.all}
-        snapshots: list[tuple[dict[str, Any], bool]] = [(self.snapshot(), True)]
-        if self.share_dir is not None and self.share_dir.is_dir():
-            own = f"{os.getpid()}.json"
-            for path in sorted(self.share_dir.glob("*.json")):
-                if path.name == own:
-                    continue
-                try:
-                    snap = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue  # a file being replaced right now; its numbers come next scrape
-                snapshots.append((snap, _alive(path.stem)))
-        for snap, alive in snapshots:
-            for name, rows in snap.items():
-                metric = by_name.get(name)
-                # A worker that has exited (or was killed) keeps its counts, which happened,
-                # but no longer reports a state: its gauges (what it serves now) are left out.
-                if metric is not None and (alive or metric.kind != "gauge"):
-                    metric.merge(rows)
-        return merged
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of all workers' metrics."""
-        merged = self._merged() if self.share_dir is not None else self
-        lines: list[str] = []
-        for metric in merged.all:
-            lines.extend(metric.render())
-        return ("\n".join(lines) + "\n").encode()
+# --- the prediction log (every mode) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogMetrics:
+    rows: Counter
+    feedback: Counter
+
+
+@lru_cache(maxsize=1)
+def log_metrics() -> LogMetrics:
+    return LogMetrics(
+        rows=Counter(
+            "ridecast_prediction_log_rows",
+            "Prediction-log rows by state: written or dropped (queue full or database down).",
+            ("state",),
+        ),
+        feedback=Counter(
+            "ridecast_feedback",
+            "Feedback by state: recorded, duplicate (counted once), unknown_ride (no prediction "
+            "after the grace period), dropped (too much pending) or rejected (refused by the "
+            "database).",
+            ("state",),
+        ),
+    )
+
+
+# --- rollouts (every mode) ---------------------------------------------------------------------
+
+
+class FollowsRollout(Protocol):
+    """Anything that follows a model's rollout (a :class:`~ridecast.control.follower.Follower`)."""
+
+    @property
+    def rollout_state(self) -> RolloutState | None: ...
+
+
+class RolloutStates(Collector):
+    """The active rollouts this process follows, read when scraped: phase, step, live weights
+    and shadow share. A rollout that ends (or a follower that is gone) leaves at once, and every
+    worker of a server reports the same state, so one worker's view is the server's."""
+
+    def __init__(self) -> None:
+        self._followers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def follow(self, follower: FollowsRollout) -> None:
+        self._followers.add(follower)
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        states: dict[str, RolloutState] = {}
+        for follower in list(self._followers):
+            state = follower.rollout_state
+            if state is not None:
+                states.setdefault(state.id, state)
+        return self._families(sorted(states.values(), key=lambda s: s.id))
+
+    @staticmethod
+    def _families(states: Sequence[RolloutState] = ()) -> Iterator[Metric]:
+        labels = ["model", "rollout", "strategy"]
+        phase = GaugeMetricFamily(
+            "ridecast_rollout_phase",
+            "1 for the phase of each active rollout (progressing or paused).",
+            labels=[*labels, "phase"],
+        )
+        step = GaugeMetricFamily(
+            "ridecast_rollout_step", "The step each active rollout is at.", labels=labels
+        )
+        weight = GaugeMetricFamily(
+            "ridecast_rollout_weight_percent",
+            "Share of live traffic each version answers, by version and arm.",
+            labels=[*labels, "model_version", "arm"],
+        )
+        shadow = GaugeMetricFamily(
+            "ridecast_rollout_shadow_percent",
+            "Share of requests also copied to the candidate (answers never returned).",
+            labels=labels,
+        )
+        for s in states:
+            common = [s.model, s.id, s.strategy]
+            phase.add_metric([*common, s.phase], 1.0)
+            step.add_metric(common, float(s.step))
+            weights = s.weights
+            for version, arm in (
+                (s.stable_version, s.stable_arm),
+                (s.candidate_version, s.candidate_arm),
+            ):
+                weight.add_metric([*common, version, arm], float(weights[version]))
+            shadow.add_metric(common, float(s.shadow_percent))
+        yield from (phase, step, weight, shadow)
+
+
+@dataclass(frozen=True)
+class RolloutMetrics:
+    """Following (every mode) and advancing (the lease holder) rollouts."""
+
+    states: RolloutStates
+    reloads: Counter
+    transitions: Counter
+    analyses: Counter
+    analysis_requests: Gauge
+    analysis_error_ratio: Gauge
+    analysis_latency_p99: Gauge
+    analysis_feedback: Gauge
+    analysis_mae: Gauge
+    analysis_mean_prediction: Gauge
+    shadow_pairs: Gauge
+    shadow_differing: Gauge
+
+    def measured(self, state: RolloutState, m: Measurements) -> None:
+        """The figures of the analysis window the controller just measured."""
+        for arm in (m.stable, m.candidate):
+            self._arm(state, arm)
+        key = (state.model, state.id)
+        self.shadow_pairs.labels(*key).set(m.shadow.n)
+        self.shadow_differing.labels(*key).set(_or_nan(m.shadow.share_over_2_min))
+
+    def _arm(self, state: RolloutState, a: ArmFigures) -> None:
+        key = (state.model, state.id, a.version, a.arm)
+        self.analysis_requests.labels(*key).set(a.requests)
+        self.analysis_error_ratio.labels(*key).set(_or_nan(a.error_rate))
+        p99 = a.p99_latency_ms
+        self.analysis_latency_p99.labels(*key).set(math.nan if p99 is None else p99 / 1000.0)
+        self.analysis_feedback.labels(*key).set(a.joined)
+        self.analysis_mae.labels(*key).set(_or_nan(a.mae))
+        self.analysis_mean_prediction.labels(*key).set(_or_nan(a.mean_prediction))
+
+    def retire(self, state: RolloutState) -> None:
+        """A rollout that is no longer active: its figures stop (NaN, which graphs leave blank;
+        in multiprocess mode a worker's last value cannot be removed, only replaced)."""
+        arm_gauges = (
+            self.analysis_requests,
+            self.analysis_error_ratio,
+            self.analysis_latency_p99,
+            self.analysis_feedback,
+            self.analysis_mae,
+            self.analysis_mean_prediction,
+        )
+        for version, arm in (
+            (state.stable_version, state.stable_arm),
+            (state.candidate_version, state.candidate_arm),
+        ):
+            for gauge in arm_gauges:
+                _retire(gauge, (state.model, state.id, version, arm))
+        for gauge in (self.shadow_pairs, self.shadow_differing):
+            _retire(gauge, (state.model, state.id))
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _retire(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    if labels in gauge._metrics:  # only series this process set
+        retire(gauge, labels, math.nan)
+
+
+def retire(gauge: Gauge, labels: Sequence[str], last: float) -> None:
+    """A series this process no longer reports: removed, or in multiprocess mode (where
+    prometheus_client cannot remove one, only replace its value until the process exits) set to
+    ``last``."""
+    gauge.labels(*labels).set(last)
+    if not values.ValueClass._multiprocess:
+        gauge.remove(*labels)
+
+
+@lru_cache(maxsize=1)
+def rollout_metrics() -> RolloutMetrics:
+    states = RolloutStates()
+    REGISTRY.register(states)
+    arm = ("model", "rollout", "model_version", "arm")
+
+    def figure(name: str, documentation: str, labels: tuple[str, ...] = arm) -> Gauge:
+        # The lease holder sets these; the lease may move to another worker, whose newer
+        # values win.
+        return Gauge(name, documentation, labels, multiprocess_mode="livemostrecent")
+
+    return RolloutMetrics(
+        states=states,
+        reloads=Counter(
+            "ridecast_model_reloads",
+            "Versions loaded after the first (alias moves, rollout candidates) by model and "
+            "result: ok or failed (the previous versions keep serving).",
+            ("model", "result"),
+        ),
+        transitions=Counter(
+            "ridecast_rollout_transitions",
+            "Rollout transitions saved by this process (the controller's steps and verdicts, "
+            "people's commands), by the phase they lead to.",
+            ("model", "rollout", "strategy", "phase"),
+        ),
+        analyses=Counter(
+            "ridecast_rollout_analyses",
+            "Analysis verdicts the controller acted on: pass, fail or inconclusive.",
+            ("model", "rollout", "strategy", "verdict"),
+        ),
+        analysis_requests=figure(
+            "ridecast_rollout_analysis_requests",
+            "Predictions each version answered in the rollout's last analysis window.",
+        ),
+        analysis_error_ratio=figure(
+            "ridecast_rollout_analysis_error_ratio",
+            "Failed predictions ÷ predictions in the last analysis window (NaN: none yet).",
+        ),
+        analysis_latency_p99=figure(
+            "ridecast_rollout_analysis_latency_p99_seconds",
+            "99th percentile of prediction latency in the last analysis window.",
+        ),
+        analysis_feedback=figure(
+            "ridecast_rollout_analysis_feedback_rides",
+            "Predictions joined to feedback (the ride ended) in the last analysis window.",
+        ),
+        analysis_mae=figure(
+            "ridecast_rollout_analysis_mean_absolute_error",
+            "Mean |prediction − actual| over the joined rides, in the model's unit (minutes or "
+            "dollars), in the last analysis window.",
+        ),
+        analysis_mean_prediction=figure(
+            "ridecast_rollout_analysis_mean_prediction",
+            "Mean prediction in the last analysis window, in the model's unit.",
+        ),
+        shadow_pairs=figure(
+            "ridecast_rollout_analysis_shadow_pairs",
+            "Requests answered by both the live and the shadow version in the last window.",
+            ("model", "rollout"),
+        ),
+        shadow_differing=figure(
+            "ridecast_rollout_analysis_shadow_differing_ratio",
+            "Share of those pairs whose answers differ by more than 2 minutes.",
+            ("model", "rollout"),
+        ),
+    )
+
+
+# --- exposition and sharing --------------------------------------------------------------------
+
+
+def exposition(multiprocess_dir: Path | None = None) -> bytes:
+    """The Prometheus text of this process, or with ``multiprocess_dir`` of every worker that
+    writes there (plus the rollouts this worker follows, which every worker shares)."""
+    if multiprocess_dir is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, str(multiprocess_dir))
+    registry.register(rollout_metrics().states)
+    return generate_latest(registry)
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """Create ``path``, or empty it of the metric files an earlier server left (a restarted
+    container has the same pid, and would otherwise add the old counts to its own)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink(missing_ok=True)
+
+
+def mark_worker_dead(pid: int, multiprocess_dir: Path) -> None:
+    """Drop a worker that exited from the gauges (its counts stay: they happened)."""
+    multiprocess.mark_process_dead(pid, str(multiprocess_dir))
+
+
+def publish(
+    registry: CollectorRegistry,
+    *,
+    job: str,
+    grouping: dict[str, str],
+    pushgateway: str | None,
+    textfile_dir: Path | None,
+) -> list[str]:
+    """Hand a finished job's metrics to Prometheus: push them to ``pushgateway`` (replacing the
+    group ``job`` + ``grouping``) and/or write them to ``textfile_dir`` for node-exporter's
+    textfile collector (one ``.prom`` file per group, replaced atomically). Returns where they
+    went; raises OSError when either is unreachable."""
+    went = []
+    if pushgateway:
+        push_to_gateway(pushgateway, job=job, registry=registry, grouping_key=grouping, timeout=10)
+        went.append(pushgateway)
+    if textfile_dir is not None:
+        textfile_dir.mkdir(parents=True, exist_ok=True)
+        name = "_".join([job, *grouping.values()])
+        path = textfile_dir / (
+            "".join(c if c.isalnum() or c in "-_" else "_" for c in name) + ".prom"
+        )
+        write_to_textfile(str(path), registry)
+        went.append(str(path))
+    return went

@@ -43,7 +43,7 @@ from ridecast.stream.broker import Broker, BrokerUnavailable, GroupMissing, Mess
 from ridecast.stream.events import dead_letter, decode_batch
 from ridecast.stream.routing import DeploymentSource, Failure, Pinned, Routed, route_batch
 from ridecast.stream.services import Service, dead_letter_stream
-from ridecast.stream.stats import ConsumerStats, _metrics
+from ridecast.stream.stats import ConsumerStats, consumer_metrics
 
 if TYPE_CHECKING:
     from ridecast.control.follower import Deployment
@@ -133,20 +133,20 @@ class StreamConsumer:
         self.source = source or f"stream:{service.name}"
         self.log = log or (lambda message: None)
         self.stats = ConsumerStats()
-        m = _metrics()
+        m = consumer_metrics()
         key = (service.name, config.group)
         self._key = key
-        self._predicted = m["events"].labels(*key, "predicted")
-        self._dead = m["events"].labels(*key, "dead_lettered")
-        self._claimed = m["claimed"].labels(*key)
-        self._batch_seconds = m["batch_seconds"].labels(*key)
-        self._age = m["age"].labels(*key)
-        self._in_flight = m["in_flight"].labels(*key)
-        self._reconnects = m["reconnects"].labels(*key)
-        self._version = m["version"].labels(*key)
-        self._answers = m["answers"]
-        self._shadow_failures = m["shadow_failures"].labels(*key)
-        self._fallbacks = m["fallbacks"]
+        self._predicted = m.events.labels(*key, "predicted")
+        self._dead = m.events.labels(*key, "dead_lettered")
+        self._claimed = m.claimed.labels(*key)
+        self._batch_seconds = m.batch_seconds.labels(*key)
+        self._age = m.age.labels(*key)
+        self._in_flight = m.in_flight.labels(*key)
+        self._reconnects = m.reconnects.labels(*key)
+        self._version = m.version.labels(*key)
+        self._answers = m.answers
+        self._shadow_failures = m.shadow_failures.labels(*key)
+        self._fallbacks = m.fallbacks
         self._seen: Deployment | None = None
         self._errors_said: set[str] = set()
         self._follow_error: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -146,6 +147,7 @@ def _serve(settings: Any, host: str, port: int, access_log: bool) -> None:
     for ref in refs:
         registry.resolve(ref)  # fails early, with one line, if a model is not registered
     workers = settings.serve_workers
+    metrics_dir, our_metrics_dir = _metrics_dir(settings, workers)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -166,10 +168,28 @@ def _serve(settings: Any, host: str, port: int, access_log: bool) -> None:
         return
     console.print(f"starting {workers} workers for {described} on http://{host}:{port}")
     config = uvicorn.Config("ridecast.web.app:worker_app", factory=True, workers=workers, **options)
-    share_dir = settings.home.resolve() / "run" / f"serve-{os.getpid()}"
     try:
-        status = run_workers(config, workers, settings.serve_shutdown_delay)
+        status = run_workers(config, workers, settings.serve_shutdown_delay, metrics_dir)
     finally:
-        shutil.rmtree(share_dir, ignore_errors=True)
+        if our_metrics_dir and metrics_dir is not None:
+            shutil.rmtree(metrics_dir.parent, ignore_errors=True)
     if status != 0:
         raise typer.Exit(status)
+
+
+def _metrics_dir(settings: Any, workers: int) -> tuple[Path | None, bool]:
+    """prometheus_client's multiprocess folder for this server, emptied, and whether this
+    server made it (and removes it at exit). Several workers need one; one worker needs none
+    unless PROMETHEUS_MULTIPROC_DIR is set (prometheus_client then works that way already)."""
+    from ridecast.monitoring.metrics import prepare_multiprocess_dir
+
+    chosen: Path | None = settings.metrics_multiprocess_dir
+    ours = chosen is None and workers > 1
+    if ours:
+        chosen = settings.home.resolve() / "run" / f"serve-{os.getpid()}" / "prometheus"
+    if chosen is None:
+        return None, False
+    prepare_multiprocess_dir(chosen)
+    # Read by prometheus_client when each spawned worker imports it, and by its settings.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(chosen)
+    return chosen, ours

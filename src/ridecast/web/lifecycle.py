@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -86,12 +87,26 @@ def _worker(
     GracefulServer(config, shutdown_delay).run(sockets=sockets)
 
 
-def run_workers(config: uvicorn.Config, workers: int, shutdown_delay: float) -> int:
+def run_workers(
+    config: uvicorn.Config,
+    workers: int,
+    shutdown_delay: float,
+    metrics_dir: Path | None = None,
+) -> int:
     """Serve ``config`` (an app factory) from ``workers`` processes sharing one listening socket.
 
     SIGTERM/SIGINT are passed on to every worker, which drains as :class:`GracefulServer` does;
-    a worker that dies on its own is restarted. Returns 0 when every worker exited cleanly.
+    a worker that dies on its own is restarted. A worker that exits is reported dead to the
+    metrics in ``metrics_dir``, so its gauges leave ``/metrics``. Returns 0 when every worker
+    exited cleanly.
     """
+
+    def buried(process: multiprocessing.process.BaseProcess) -> None:
+        if metrics_dir is not None and process.pid is not None:
+            from ridecast.monitoring.metrics import mark_worker_dead
+
+            mark_worker_dead(process.pid, metrics_dir)
+
     context = multiprocessing.get_context("spawn")
     sock = config.bind_socket()
     stopping = threading.Event()
@@ -129,10 +144,12 @@ def run_workers(config: uvicorn.Config, workers: int, shutdown_delay: float) -> 
                         process.pid,
                         process.exitcode,
                     )
+                    buried(process)
                     processes[i] = start(i)
             stopping.wait(0.5)
         for process in processes:
             process.join()
+            buried(process)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
