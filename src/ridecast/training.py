@@ -35,7 +35,6 @@ from ridecast.registry import Registry, ensure_experiment
 from ridecast.settings import Settings
 
 ALGORITHMS = ("linear", "ridge", "gbm")
-MAX_TRAINING_DISTANCE = 100.0  # miles; longer "rides" in TLC files are meter errors
 # Column of the canonical trip frame that each model learns, and its sane range for training.
 TARGET_COLUMNS: dict[str, tuple[str, float, float]] = {
     "duration": ("duration", 1.0, 60.0),
@@ -54,12 +53,10 @@ class TrainResult:
 
 
 def _training_frame(df: pd.DataFrame, target: str) -> tuple[RideArrays, np.ndarray]:
-    from ridecast.data.readers import filter_training
+    from ridecast.data.readers import filter_training_rows
 
     column, low, high = TARGET_COLUMNS[target]
-    df = filter_training(df)
-    # Odometer glitches (thousands of miles) would dominate a least-squares fit.
-    df = df[df["trip_distance"].between(0.0, MAX_TRAINING_DISTANCE)]
+    df = filter_training_rows(df)
     y = df[column].to_numpy(dtype=np.float64, na_value=np.nan)
     keep = np.isfinite(y) & (y >= low) & (y <= high)
     df = df[keep]

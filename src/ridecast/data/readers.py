@@ -20,7 +20,8 @@ column                        dtype                  meaning
 
 Zone ids are nullable integers (not float64) so ``str(PULocationID)`` is ``"130"``, as the
 course's ``PU_DO`` feature expects; use ``.to_numpy("float64", na_value=np.nan)`` for arithmetic.
-Dirty rows are kept: :func:`filter_training` applies the course's cleaning.
+Dirty rows are kept: :func:`filter_training` applies the course's cleaning, and
+:func:`filter_training_rows` adds the model's input limits (both zones, 0-100 miles).
 
 Column names are matched whatever their letter case (``PUlocationID``, ``airport_fee``,
 ``dropOff_datetime``); older files' dtypes (double zone ids, nanosecond timestamps) are converted.
@@ -53,6 +54,7 @@ from ridecast.data.schema import (
     parse_taxi_type,
 )
 from ridecast.errors import DataError
+from ridecast.urls import mask_url
 
 Source = str | os.PathLike[str]
 
@@ -79,6 +81,8 @@ _US_PER_MINUTE = 60_000_000
 # Integer key columns a SQL table may carry; the first one found orders the rows.
 _SQL_KEYS = ("source_row", "ride_id", "id", "index")
 _DTYPES_EXPECTED = "expected TLC dtypes (timestamps for times, numbers for ids and amounts)"
+# Miles; longer "rides" in TLC files are odometer glitches, and would dominate a least-squares fit.
+MAX_TRIP_MILES = 100.0
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -193,6 +197,20 @@ def filter_training(df: pd.DataFrame) -> pd.DataFrame:
     if "trip_distance" in df.columns and df["trip_distance"].notna().any():
         keep &= df["trip_distance"].notna()
     return df.loc[keep.fillna(False).to_numpy(dtype=bool)]
+
+
+def filter_model_inputs(df: pd.DataFrame) -> pd.DataFrame:
+    """Rides whose inputs a model is trained for: both zone ids present and ``0 <= trip_distance
+    <= MAX_TRIP_MILES``. Needs no duration, so it fits logged requests as well as trip files.
+    Keeps index and columns."""
+    keep = df["PULocationID"].notna() & df["DOLocationID"].notna()
+    keep &= df["trip_distance"].between(0.0, MAX_TRIP_MILES)
+    return df.loc[keep.fillna(False).to_numpy(dtype=bool)]
+
+
+def filter_training_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rides a model trains on: :func:`filter_training`, then :func:`filter_model_inputs`."""
+    return filter_model_inputs(filter_training(df))
 
 
 # --------------------------------------------------------------------------- sources
@@ -433,8 +451,8 @@ def _engine(url: str) -> tuple[Any, str]:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         expected = "expected e.g. sqlite:///trips.db"
-        raise DataError(f"cannot parse database URL {url!r}; {expected}") from exc
-    shown = parsed.render_as_string(hide_password=True)
+        raise DataError(f"cannot parse database URL {mask_url(url)!r}; {expected}") from exc
+    shown = mask_url(url)
     # SQLite would silently create an empty database for a mistyped path.
     database = parsed.database
     is_file_db = parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
