@@ -12,11 +12,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ridecast.batch import cli as batch_cli
 from ridecast.control import cli as rollout_cli
+from ridecast.dashboard import cli as dashboard_cli
 from ridecast.deploy import cli as deploy_cli
 from ridecast.errors import RidecastError
+from ridecast.monitoring import cli as monitoring_cli
 from ridecast.stream import cli as stream_cli
 from ridecast.web import cli as web_cli
 
@@ -189,11 +192,15 @@ def demo(
     rows: Annotated[
         int, typer.Option("--rows", min=1000, help="Rides per synthetic month.")
     ] = 60_000,
+    keep_serving: Annotated[
+        bool,
+        typer.Option("--keep-serving", help="Keep the dashboard up at the end, until Ctrl-C."),
+    ] = False,
 ) -> None:
     """The whole tour on embedded defaults: data, training, and every deployment mode."""
     from ridecast.demo import run_demo
 
-    run_demo(console, workdir=workdir, rows=rows)
+    run_demo(console, workdir=workdir, rows=rows, keep_serving=keep_serving)
 
 
 # The deployment modes keep their commands in their own packages; these modules import only Typer.
@@ -201,6 +208,8 @@ batch_cli.register(app)
 stream_cli.register(app)
 web_cli.register(app)
 rollout_cli.register(app)
+monitoring_cli.register(app)
+dashboard_cli.register(app)
 app.add_typer(deploy_cli.app, name="deploy")
 
 
@@ -209,7 +218,9 @@ def main() -> None:
     try:
         app()
     except RidecastError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: messages name things like 'ridecast[spark]' and local[2], not Rich markup.
+        message = escape(str(exc))
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -2,7 +2,8 @@
 
 1. synthesize two TLC-schema months;  2. train and register v1 (champion) and a better v2
 (challenger);  3. run every deployment mode against the registry.  Each mode contributes one
-step function ``demo_step(ctx)`` in its own package.
+step function ``demo_step(ctx)`` in its own package.  4. serve the dashboard over what the modes
+logged and print its URL (``keep_serving``: until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ class DemoContext:
         return self.settings.resolved_data_dir
 
 
-def run_demo(console: Console, *, workdir: Path | None = None, rows: int = 60_000) -> DemoContext:
+def run_demo(
+    console: Console,
+    *,
+    workdir: Path | None = None,
+    rows: int = 60_000,
+    keep_serving: bool = False,
+) -> DemoContext:
     from ridecast.registry import Registry
     from ridecast.training import DEMO_PLAN, train_on_synthetic_months
 
@@ -104,4 +111,8 @@ def run_demo(console: Console, *, workdir: Path | None = None, rows: int = 60_00
         importlib.import_module(module_name).demo_step(ctx)
 
     console.rule(f"demo finished in {time.perf_counter() - started:.1f}s")
+    # Last, so that the URL is the last thing printed (and stays up with --keep-serving).
+    from ridecast.dashboard.demo import show_dashboard
+
+    show_dashboard(ctx, keep_serving=keep_serving)
     return ctx

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from ridecast.batch.job import score_month
 from ridecast.batch.sinks import DirectorySink, MonthKey
 from ridecast.batch.sources import open_source
+from ridecast.monitoring.batch_results import BatchResults
 
 
 def demo_step(ctx: Any) -> None:
@@ -21,7 +22,9 @@ def demo_step(ctx: Any) -> None:
     source = open_source(
         None, taxi_type=ctx.taxi_type, month=ctx.valid_month, data_dir=ctx.data_dir
     )
-    summary = score_month(ctx.taxi_type, ctx.valid_month, predictor, source, sink)
+    # Each month's summary also goes to the prediction log's database, for the dashboard.
+    results = BatchResults(ctx.settings.resolved_prediction_log_url)
+    summary = score_month(ctx.taxi_type, ctx.valid_month, predictor, source, sink, results=results)
     key = MonthKey(
         ctx.taxi_type, ctx.valid_month, predictor.name, predictor.version, summary.run_id
     )
@@ -38,7 +41,7 @@ def demo_step(ctx: Any) -> None:
         highlight=False,
     )
     # Scoring the same month with the same version again replaces it: no duplicate rows.
-    again = score_month(ctx.taxi_type, ctx.valid_month, predictor, source, sink)
+    again = score_month(ctx.taxi_type, ctx.valid_month, predictor, source, sink, results=results)
     rows = pq.ParquetFile(sink.path(key)).metadata.num_rows
     console.print(
         f"[green]✓[/] rerun replaced the month atomically: {rows:,} rows in the partition "

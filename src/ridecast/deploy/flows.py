@@ -77,6 +77,7 @@ class Job:
             min_duration=self.min_duration,
             max_duration=self.max_duration,
             log=self.log,
+            results=batch_cli._results(self.settings),  # each month's summary, for the dashboard
         )
 
     def close(self) -> None:
