@@ -8,6 +8,7 @@ and fail in CI (CI=true), where every service must be up.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -48,6 +49,18 @@ def require_service(url: str, default_port: int, what: str) -> None:
     message = f"{what} is not reachable at {url}"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{message} (CI=true: every service must be up)")
+    pytest.skip(message)
+
+
+def require_tool(name: str, what: str) -> str:
+    """The path of program ``name``; where it is missing, skip on a laptop and fail in CI
+    (CI=true), where .ci/run makes sure every tool the tests use is there."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    message = f"{name} is not installed: {what}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message} (CI=true: every tool must be there)")
     pytest.skip(message)
 
 

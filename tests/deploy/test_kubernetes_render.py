@@ -48,8 +48,6 @@ def _without_values(obj: Doc) -> Doc:
     """An object without the fields render sets, to compare the rest with the base."""
     obj = copy.deepcopy(obj)
     obj["metadata"].pop("namespace", None)
-    if obj["kind"] == "Deployment" and obj["metadata"]["name"] == API[1]:
-        obj["spec"].pop("replicas")
     if obj["kind"] == "HorizontalPodAutoscaler":
         obj["spec"].pop("minReplicas")
         obj["spec"].pop("maxReplicas")
@@ -77,7 +75,8 @@ def test_render_writes_the_users_values_on_every_object(tmp_path: Path) -> None:
         assert _without_values(obj) == _without_values(base[key])
     images = {c["image"] for obj in rendered.values() for c in containers(obj)}
     assert images == {IMAGE}
-    assert rendered[API]["spec"]["replicas"] == 4
+    # --replicas is the autoscaler's minimum; the Deployment keeps no count of its own.
+    assert "replicas" not in rendered[API]["spec"]
     assert (rendered[HPA]["spec"]["minReplicas"], rendered[HPA]["spec"]["maxReplicas"]) == (4, 9)
     (api,) = containers(rendered[API])
     assert _model_of(api) == MODEL
@@ -104,7 +103,7 @@ def test_render_without_options_keeps_the_base_namespace_and_replicas(tmp_path: 
     rendered = _render(tmp_path / "k8s")
     base = by_kind_name(objects_of(BASE))
     assert all("namespace" not in obj["metadata"] for obj in rendered.values())
-    assert rendered[API]["spec"]["replicas"] == base[API]["spec"]["replicas"]
+    assert "replicas" not in rendered[API]["spec"]
     assert rendered[HPA]["spec"] == base[HPA]["spec"]
     listed = kustomization(tmp_path / "k8s")["resources"]
     on_disk = sorted(p.name for p in (tmp_path / "k8s").iterdir())
@@ -164,7 +163,7 @@ def test_render_refuses_a_folder_that_is_not_empty_unless_forced(tmp_path: Path)
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
     forced = ridecast(*flags, "--force", "--replicas", "3")
     assert forced.returncode == 0, forced.stderr
-    assert by_kind_name(objects_of(out))[API]["spec"]["replicas"] == 3
+    assert by_kind_name(objects_of(out))[HPA]["spec"]["minReplicas"] == 3
     assert (out / "mine.txt").read_text() == "keep me"
     file = tmp_path / "a-file"
     file.write_text("")

@@ -283,6 +283,18 @@ def test_backfill_scores_each_month_retries_a_failing_one_then_resumes_and_skips
         ids = table.column("ride_id")
         assert len(ids.unique()) == len(ids), path
 
+    # `ridecast batch backfill` over the same range writes the same files with the same rows.
+    cli = _ridecast(
+        prefect_api,
+        *("batch", "backfill", "--from", "2025-01", "--to", "2025-03"),
+        *("--source", str(months), "--sink", str(tmp_path / "cli")),
+    )
+    assert cli.returncode == 0, cli.stderr
+    by_cli = _parquet(tmp_path / "cli")
+    assert by_cli.keys() == final.keys()
+    for path, table in final.items():
+        assert _without_run(table).equals(_without_run(by_cli[path])), path
+
 
 def test_deploy_prefect_creates_the_monthly_deployment(
     prefect_api: dict[str, str], prefect_client: SyncPrefectClient, tmp_path: Path

@@ -4,7 +4,6 @@ refuses, a database that goes away, many threads at once; rollout columns and er
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,12 +11,18 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
-from ridecast.monitoring import MetricSet, PredictionBatch, PredictionLog
+from ridecast.monitoring import PredictionBatch, PredictionLog
 from tests.monitoring.proxy import Relay
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def counted(name: str, state: str) -> float:
+    """A counter of the prediction log's, as this process's /metrics would show it."""
+    return REGISTRY.get_sample_value(name, {"state": state}) or 0.0
 
 
 def batch(n: int, prefix: str, **fields: object) -> PredictionBatch:
@@ -93,8 +98,8 @@ def test_a_refused_batch_is_dropped_alone_and_reported_once(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Before: one value the database rejects failed every later flush until the queue filled."""
-    metrics = MetricSet()
-    log = PredictionLog(db_url, metrics=metrics)
+    dropped = counted("ridecast_prediction_log_rows_total", "dropped")
+    log = PredictionLog(db_url)
     caplog.set_level(logging.WARNING, logger="ridecast.monitoring")
     for i in range(3):
         log.log(batch(20, f"good{i}"))
@@ -109,7 +114,7 @@ def test_a_refused_batch_is_dropped_alone_and_reported_once(
     assert len(refusals) == 1
     log.close()
     assert rows(db_url, "select count(*) from predictions") == [(80,)]
-    assert b'ridecast_prediction_log_rows_total{state="dropped"} 28' in metrics.render()
+    assert counted("ridecast_prediction_log_rows_total", "dropped") - dropped == 28
 
 
 def test_rows_wait_while_the_database_is_away_and_are_all_written_after(pg_url: str) -> None:
@@ -135,33 +140,48 @@ def test_rows_wait_while_the_database_is_away_and_are_all_written_after(pg_url: 
     assert rows(pg_url, "select count(*), count(distinct ride_id) from predictions") == [(600, 600)]
 
 
-def test_pending_rows_stay_exact_under_many_threads(tmp_path: object) -> None:
-    """Before: the hot path and the writer updated the pending count without a lock."""
-    url = f"sqlite:///{tmp_path}/log.db"
-    log = PredictionLog(url, flush_interval=0.001, max_pending=10_000_000).start()
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible
-    try:
-        tiny = batch(1, "x")
+def test_pending_rows_lose_no_update_when_the_writer_runs_mid_update(tmp_path: object) -> None:
+    """Before: the hot path and the writer updated the pending count without a lock.
 
-        def produce() -> None:
-            for _ in range(20_000):
-                log.log(tiny)
+    The interleaving is forced rather than hoped for: the hot path pauses between computing its
+    new count and storing it, until the writer has stored its own (or 2 s have passed, which is
+    what happens when a lock keeps the writer out). Without the lock the writer's decrement is
+    overwritten: all 8 rows are written, yet 8 stay counted as pending."""
+    paused = threading.Event()
+    writer_stored = threading.Event()
 
-        threads = [threading.Thread(target=produce) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    class PausingLog(PredictionLog):
+        @property  # type: ignore[override]
+        def _pending_rows(self) -> int:
+            return int(self.__dict__.get("pending_rows_stored", 0))
+
+        @_pending_rows.setter
+        def _pending_rows(self, value: int) -> None:
+            if threading.current_thread().name == "hot-path" and not paused.is_set():
+                paused.set()
+                writer_stored.wait(2.0)
+            self.__dict__["pending_rows_stored"] = value
+            if threading.current_thread().name == "writer":
+                writer_stored.set()
+
+    log = PausingLog(f"sqlite:///{tmp_path}/log.db")  # no writer thread: flushes are explicit
+    log.log(batch(5, "first"))
+    hot_path = threading.Thread(target=log.log, args=(batch(3, "second"),), name="hot-path")
+    hot_path.start()
+    assert paused.wait(10)
+    writer = threading.Thread(target=log.flush, name="writer")
+    writer.start()
+    hot_path.join(10)
+    writer.join(10)
+    log.flush()
+    assert (log.written, log.pending, log.dropped) == (8, 0, 0)
     log.close()
-    assert log.written == 80_000 and log.pending == 0 and log.dropped == 0
 
 
 def test_feedback_counts_once_and_only_for_predicted_rides(db_url: str) -> None:
-    metrics = MetricSet()
-    log = PredictionLog(db_url, metrics=metrics, feedback_grace=0.5)
+    states = ("recorded", "duplicate", "unknown_ride")
+    before = [counted("ridecast_feedback_total", s) for s in states]
+    log = PredictionLog(db_url, feedback_grace=0.5)
     log.log(batch(3, "ride"))
     log.log_feedback("ride-0", "duration", 10.0)
     log.log_feedback("ride-0", "duration", 99.0)  # repeated in the same flush
@@ -192,20 +212,18 @@ def test_feedback_counts_once_and_only_for_predicted_rides(db_url: str) -> None:
         ("ride-0", "duration", 10.0),
         ("ride-0", "tip", 2.0),
     ]
-    text_ = metrics.render().decode()
-    assert 'ridecast_feedback_total{state="recorded"} 3' in text_
-    assert 'ridecast_feedback_total{state="duplicate"} 2' in text_
-    assert 'ridecast_feedback_total{state="unknown_ride"} 1' in text_
+    after = [counted("ridecast_feedback_total", s) for s in states]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 2, 1]
 
 
 def test_pending_feedback_is_bounded(tmp_path: object) -> None:
     """Before: feedback queued without limit while the database was away."""
-    metrics = MetricSet()
-    log = PredictionLog(f"sqlite:///{tmp_path}/log.db", metrics=metrics, max_pending_feedback=5)
+    dropped = counted("ridecast_feedback_total", "dropped")
+    log = PredictionLog(f"sqlite:///{tmp_path}/log.db", max_pending_feedback=5)
     for i in range(8):
         log.log_feedback(f"r{i}", "duration", 1.0)
     assert log.feedback_counts["dropped"] == 3
-    assert b'ridecast_feedback_total{state="dropped"} 3' in metrics.render()
+    assert counted("ridecast_feedback_total", "dropped") - dropped == 3
     log.close()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ridecast.stream.redis_streams import RedisStreamBroker
+from tests.conftest import require_tool
 
 BIN = Path(sys.executable).parent
 
@@ -215,8 +216,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server binary not installed")
+    require_tool("redis-server", "the restart and failover tests run a Redis of their own")
     data = tmp_path / "redis-data"
     data.mkdir()
     server = RedisServer(free_port(), data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,15 @@ from ridecast.stream.dedupe import dedupe_stream
 from ridecast.stream.redis_streams import RedisStreamBroker
 from ridecast.stream.services import SERVICES
 
-from .conftest import Consumers, RedisServer, Streams, free_port, group_consumers, wait_until
+from .conftest import (
+    BIN,
+    Consumers,
+    RedisServer,
+    Streams,
+    free_port,
+    group_consumers,
+    wait_until,
+)
 
 
 def ride_events(n: int, start: int = 0) -> list[bytes]:
@@ -261,8 +270,10 @@ def _survives(
     fault: Callable[[RedisStreamBroker, Running], None],
     recover: Callable[[RedisStreamBroker], None],
 ) -> str:
-    """20,000 events, ``fault`` mid-stream, ``recover``, 2,000 more: the consumer never dies and
-    every ride id gets its prediction. Returns the consumer's log."""
+    """20,000 events, ``fault`` mid-stream, ``recover``, 2,000 more: the consumer never dies,
+    every ride id gets its prediction, duplicates are only what at-least-once allows, and
+    ``ridecast stream dedupe --delete`` leaves exactly one answer per ride. Returns the
+    consumer's log."""
     broker = RedisStreamBroker(redis_server.url)
     predictor = Predictor(trained.registry.load("models:/ride-duration@champion"))
     running = Running(
@@ -271,20 +282,48 @@ def _survives(
         predictor,
     )
     try:
-        wait_until(lambda: group_consumers(broker, streams.events) == 1, 30, "the consumer")
-        first = publish(broker, streams.events, ride_events(20_000))
-        wait_until(lambda: broker.length(streams.outputs) >= 1_000, 60, "first outputs", 0.01)
-        fault(broker, running)
-        assert running.thread.is_alive(), "the consumer died of the fault"
-        recover(broker)
-        second = publish(broker, streams.events, ride_events(2_000, start=20_000))
-        wait_until(
-            lambda: len(set(answered(broker, streams.outputs))) >= 22_000, 90, "all outputs", 0.5
+        try:
+            wait_until(lambda: group_consumers(broker, streams.events) == 1, 30, "the consumer")
+            first = publish(broker, streams.events, ride_events(20_000))
+            wait_until(lambda: broker.length(streams.outputs) >= 1_000, 60, "first outputs", 0.01)
+            fault(broker, running)
+            assert running.thread.is_alive(), "the consumer died of the fault"
+            recover(broker)
+            second = publish(broker, streams.events, ride_events(2_000, start=20_000))
+            wait_until(
+                lambda: len(set(answered(broker, streams.outputs))) >= 22_000,
+                90,
+                "all outputs",
+                0.5,
+            )
+            assert running.thread.is_alive()
+        finally:
+            running.stop()
+        done = answered(broker, streams.outputs)
+        assert set(done) == set(first + second)  # nothing lost
+        # An output and its event's acknowledgement are one transaction, so an event is answered
+        # twice only when it was delivered twice: claimed after the fault left it pending.
+        claimed = running.consumer.stats.claimed
+        duplicates = len(done) - 22_000
+        print(f"{len(done)} outputs for 22,000 events: {duplicates} duplicates, {claimed} claimed")
+        assert 0 <= duplicates <= claimed
+        assert broker.info([streams.events])[0].groups[0].pending == 0
+        dedupe = subprocess.run(
+            [
+                *(str(BIN / "ridecast"), "stream", "dedupe", streams.outputs, "--delete"),
+                *("--broker", redis_server.url),
+            ],
+            env={**trained.env(), "COLUMNS": "200"},  # its summary on one line
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-        assert running.thread.is_alive()
-        assert set(answered(broker, streams.outputs)) == set(first + second)  # nothing lost
+        assert dedupe.returncode == 0, dedupe.stderr
+        assert f"22,000 unique, {duplicates:,} duplicates" in dedupe.stdout, dedupe.stdout
+        assert f"deleted {duplicates:,} duplicates" in dedupe.stdout, dedupe.stdout
+        left = answered(broker, streams.outputs)
+        assert len(left) == len(set(left)) == 22_000 and set(left) == set(done)
     finally:
-        running.stop()
         broker.delete(streams.all())
         broker.close()
     assert running.consumer.stats.reconnects >= 1

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,7 +128,7 @@ class DirectorySink:
         except OSError as exc:
             raise DataError(f"cannot write to sink folder {self.root}: {exc}") from exc
         try:
-            _remove_abandoned_staging(self.root / ".staging")
+            remove_abandoned_staging(self.root / ".staging")
             return _DirectoryMonthWriter(self, key, lock)
         except BaseException as exc:
             lock.release()
@@ -147,26 +148,61 @@ def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
 
 
 # A staging folder that says nothing of its owner, or whose owner is on another host (a volume
-# shared between machines), is removed only once nothing has touched it for this long: a job
-# there may be alive, and this process cannot see its pid.
+# shared between machines), is removed only once nothing in it has been touched for this long: a
+# job there may be alive, and this process cannot see its pid. A live job touches its owner file
+# every HEARTBEAT_SECONDS, however long it computes without writing.
 STALE_STAGING_SECONDS = 24 * 3600.0
+HEARTBEAT_SECONDS = 60.0
 
 
-def _owner_tag() -> str:
+def owner_tag() -> str:
     return f"{socket.gethostname()} {os.getpid()}"
 
 
-def _remove_abandoned_staging(staging_root: Path) -> None:
+class StagingHeartbeat:
+    """Writes a staging folder's owner file (``host pid``) and touches it every ``interval``
+    seconds until :meth:`stop`, so that a clean-up on another host sees the folder in use."""
+
+    def __init__(self, folder: Path, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.path = folder / "pid"
+        self.path.write_text(owner_tag())
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(interval,), name="ridecast-staging-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stopped.wait(interval):
+            with contextlib.suppress(OSError):  # the folder is being removed: nothing to keep
+                os.utime(self.path)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _last_touched(folder: Path) -> float:
+    """The newest modification time of ``folder`` and everything under it (OSError if it goes)."""
+    newest = folder.stat().st_mtime
+    for parent, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):  # removed while we look
+                newest = max(newest, os.stat(os.path.join(parent, name)).st_mtime)
+    return newest
+
+
+def remove_abandoned_staging(staging_root: Path) -> None:
     """Delete staging folders of runs that are certainly gone: started on this host by a
-    process that no longer exists, or untouched for :data:`STALE_STAGING_SECONDS`."""
+    process that no longer exists, or with nothing in them (its owner's heartbeat included)
+    touched for :data:`STALE_STAGING_SECONDS`."""
     if not staging_root.is_dir():
         return
     host = socket.gethostname()
     now = time.time()
     for folder in staging_root.iterdir():
         try:
-            idle = now - max(p.stat().st_mtime for p in (folder, *folder.iterdir()))
-        except (OSError, ValueError):
+            idle = now - _last_touched(folder)
+        except OSError:
             continue  # removed meanwhile, or being created: leave it
         try:
             owner_host, _, pid_text = (folder / "pid").read_text().strip().rpartition(" ")
@@ -191,11 +227,15 @@ class _DirectoryMonthWriter:
         self.sink, self.key, self.lock = sink, key, lock
         self.staging = sink.root / ".staging" / key.run_id
         self.staging.mkdir(parents=True)
-        (self.staging / "pid").write_text(_owner_tag())
-        self.staged = self.staging / sink.output(key).name
-        self.staged.mkdir()
-        self._predictions = _parquet_writer(self.staged / PREDICTIONS_FILE, key.schema)
-        self._rejects = _parquet_writer(self.staged / REJECTS_FILE, REJECT_SCHEMA)
+        self.heartbeat = StagingHeartbeat(self.staging)
+        try:
+            self.staged = self.staging / sink.output(key).name
+            self.staged.mkdir()
+            self._predictions = _parquet_writer(self.staged / PREDICTIONS_FILE, key.schema)
+            self._rejects = _parquet_writer(self.staged / REJECTS_FILE, REJECT_SCHEMA)
+        except BaseException:
+            self.heartbeat.stop()
+            raise
 
     def write(self, predictions: pa.Table, rejects: pa.Table) -> None:
         if predictions.num_rows:
@@ -212,6 +252,7 @@ class _DirectoryMonthWriter:
         except OSError as exc:
             raise DataError(f"cannot write to sink folder {self.sink.root}: {exc}") from exc
         finally:
+            self.heartbeat.stop()
             shutil.rmtree(self.staging, ignore_errors=True)
             self.lock.release()
 
@@ -219,5 +260,6 @@ class _DirectoryMonthWriter:
         for writer in (self._predictions, self._rejects):
             with contextlib.suppress(Exception):
                 writer.close()
+        self.heartbeat.stop()
         shutil.rmtree(self.staging, ignore_errors=True)
         self.lock.release()

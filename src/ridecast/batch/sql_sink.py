@@ -24,6 +24,7 @@ from ridecast.batch import ride_ids
 from ridecast.batch.month_lock import FileLock, lock_name, lock_postgres
 from ridecast.batch.outputs import REJECT_SCHEMA, MonthKey
 from ridecast.errors import DataError
+from ridecast.urls import mask_url
 
 _TS = pa.timestamp("us")
 RUNS_TABLE = "ride_batch_runs"
@@ -79,10 +80,10 @@ class SqlSink:
             parsed = make_url(url)
         except ArgumentError as exc:
             raise DataError(
-                f"cannot parse sink URL {url!r}; expected e.g. sqlite:///scores.db"
+                f"cannot parse sink URL {mask_url(url)!r}; expected e.g. sqlite:///scores.db"
             ) from exc
         self.backend = parsed.get_backend_name()
-        self.shown = parsed.render_as_string(hide_password=True)
+        self.shown = mask_url(url)
         if self.backend == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
                 raise DataError(f"sink {self.shown} needs a file, e.g. sqlite:///scores.db")

@@ -162,7 +162,8 @@ def apply_values(files: dict[str, list[Doc]], values: Values) -> dict[str, list[
     """The base objects with the user's values set (the input is left as it was)."""
     out = copy.deepcopy(files)
     docs = [doc for objects in out.values() for doc in objects]
-    api = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == API_DEPLOYMENT]
+    # The API Deployment has no replica count: its autoscaler owns it, and --replicas is the
+    # autoscaler's minimum (the pods it starts with and never goes below).
     hpas = [
         d
         for d in docs
@@ -183,9 +184,6 @@ def apply_values(files: dict[str, list[Doc]], values: Values) -> dict[str, list[
                 f"pass --replicas {top} or fewer, or more --max-replicas"
             )
         hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"] = low, top
-    if values.replicas is not None:
-        for deployment in api:
-            deployment["spec"]["replicas"] = values.replicas
     for doc in docs:
         if values.namespace is not None:
             doc["metadata"]["namespace"] = values.namespace

@@ -51,8 +51,8 @@ def render(
         int | None,
         typer.Option(
             "--replicas",
-            help="API pods to start with, also the autoscaler's minimum: at least 1, e.g. 3 "
-            "(default 2).",
+            help="The API autoscaler's minimum: the pods it starts with and never goes below; "
+            "at least 1, e.g. 3 (default 2).",
             show_default=False,
         ),
     ] = None,

@@ -1,4 +1,5 @@
-"""Engines for the prediction log's database, URLs safe to print, and which errors pass.
+"""Engines for the prediction log's database, and which errors pass (URLs safe to print are
+:func:`ridecast.urls.mask_url`, re-exported here).
 
 A write can fail because the database is away for a while (a restart, a full disk, a lock held
 too long: retry later) or because of what was written (a value a column rejects: retrying can
@@ -16,17 +17,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-_SECRET_QUERY_KEYS = ("password", "sslpassword", "passfile", "sslkey", "token")
+from ridecast.urls import mask_url
 
-
-def mask_url(url: Any) -> str:
-    """``url`` with any password (in the user part or the query) replaced by ``***``."""
-    try:
-        parsed = make_url(str(url))
-    except Exception:  # not a URL SQLAlchemy understands: say nothing of its parts
-        return "<unparseable database URL>"
-    query = {k: ("***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parsed.query.items()}
-    return parsed.set(query=query).render_as_string(hide_password=True)
+__all__ = ["first_line", "is_transient", "make_engine", "mask_url", "shared_engine", "sqlite_file"]
 
 
 def _sqlite_file(url: str) -> Path | None:

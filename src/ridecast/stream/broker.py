@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ridecast.errors import RidecastError
+from ridecast.urls import mask_url
 
 
 class BrokerUnavailable(RidecastError):
@@ -154,6 +155,6 @@ def open_broker(url: str) -> Broker:
 
         return RedisStreamBroker(url)
     raise RidecastError(
-        f"broker URL {url!r} is not supported; expected memory:// (in-process) or "
+        f"broker URL {mask_url(url)!r} is not supported; expected memory:// (in-process) or "
         "redis://HOST:PORT/DB (set --broker, RIDECAST_BROKER_URL or REDIS_URL)"
     )

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from ridecast.errors import RidecastError
+from ridecast.urls import mask_url
 
 if TYPE_CHECKING:
     from ridecast.stream.broker import Broker
@@ -159,7 +160,9 @@ def status_command(
         names += [dead_letter_stream(n) for n in list(names) if not n.endswith(":dead-letter")]
     infos = target.info(names)
     if not infos:
-        console.print(f"no ridecast streams on {target.url} yet; try `ridecast stream produce`")
+        console.print(
+            f"no ridecast streams on {mask_url(target.url)} yet; try `ridecast stream produce`"
+        )
         return
     table = Table("stream", "entries", "newest", "group", "consumers", "pending", "lag")
     now_ms = time.time() * 1000
@@ -210,7 +213,9 @@ def dedupe_command(
     target = _open(broker)
     total = target.length(stream)
     if total == 0:
-        raise RidecastError(f"stream {stream!r} on {target.url} is empty or does not exist")
+        raise RidecastError(
+            f"stream {stream!r} on {mask_url(target.url)} is empty or does not exist"
+        )
     with console.status(f"scanning {total:,} records of {stream}"):
         result = dedupe_stream(target, stream, into=into, delete=delete)
     done = []

@@ -25,6 +25,7 @@ from ridecast.stream.broker import (
     Output,
     StreamInfo,
 )
+from ridecast.urls import mask_url
 
 DATA = b"data"
 SOURCE = b"source"
@@ -105,13 +106,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _redacted(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
 class RedisStreamBroker:
     """:class:`ridecast.stream.broker.Broker` over Redis Streams (Redis ≥ 6.2; 7 shows lag)."""
 
@@ -128,19 +122,19 @@ class RedisStreamBroker:
         self._read_packed = self.client.register_script(READ_SCRIPT)
 
     def __repr__(self) -> str:
-        return f"RedisStreamBroker({_redacted(self.url)!r})"
+        return f"RedisStreamBroker({mask_url(self.url)!r})"
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except _TRANSIENT as exc:
             raise BrokerUnavailable(
-                f"Redis at {_redacted(self.url)} is unavailable during {what}: {exc}"
+                f"Redis at {mask_url(self.url)} is unavailable during {what}: {exc}"
             ) from exc
         except redis.ResponseError as exc:
             if isinstance(exc, redis.ReadOnlyError) or str(exc).startswith(_UNAVAILABLE_REPLIES):
                 raise BrokerUnavailable(
-                    f"Redis at {_redacted(self.url)} refuses {what} for now: {exc}"
+                    f"Redis at {mask_url(self.url)} refuses {what} for now: {exc}"
                 ) from exc
             raise
 
