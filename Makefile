@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: demo test lint lock bench bench-web bench-batch bench-stream bench-soak clean
+.PHONY: demo test lint lock bench bench-web bench-batch bench-stream bench-soak bench-log clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench-stream: $(VENV)/.installed
 # Not part of `make bench`: ten minutes of steady load (bench/soak.py --help).
 bench-soak: $(VENV)/.installed
 	$(BIN)/python bench/soak.py
+
+# Not part of `make bench`, as it needs PostgreSQL: the prediction log's writer on SQLite and
+# PostgreSQL, and the per-version error query over 1M predictions (bench/prediction_log.py --help).
+BENCH_POSTGRES ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+bench-log: $(VENV)/.installed
+	$(BIN)/python bench/prediction_log.py --query-rows 1000000 --postgres $(BENCH_POSTGRES)
 
 clean:
 	rm -rf .ridecast .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ from ridecast.model_cache import ModelCache, VersionIdentity
 from ridecast.modelref import ModelRef, parse_model_uri
 from ridecast.predictor import LoadedModel, Predictor
 from ridecast.settings import Settings
+from ridecast.urls import mask_url
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -102,7 +103,8 @@ class Registry:
                 # tracking server is away. Say so; "not registered" would send the user to train.
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ModelError(
-                    f"cannot reach the registry at {self.tracking_uri} to resolve {ref.uri}: "
+                    f"cannot reach the registry at {mask_url(self.tracking_uri)} to resolve "
+                    f"{ref.uri}: "
                     f"{first[:300]}"
                 ) from exc
             try:
@@ -110,7 +112,7 @@ class Registry:
             except Exception:
                 names = []
             raise ModelError(
-                f"{ref.uri} is not in the registry at {self.tracking_uri} "
+                f"{ref.uri} is not in the registry at {mask_url(self.tracking_uri)} "
                 f"(registered models: {', '.join(names) or 'none'}); "
                 f"train one with `ridecast train {ref.name} ...`"
             ) from exc

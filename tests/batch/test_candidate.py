@@ -196,4 +196,62 @@ def test_cli_backfill_compares_each_month_and_resumes(trained: Trained, tmp_path
         "2025-01  skipped",
         "2025-02  skipped",
     ]
-    assert not (tmp_path / "log.db").exists()
+    # The month summaries go to the dashboard's table; no answer went to the prediction log.
+    assert _logged_predictions(tmp_path / "log.db") == 0
+
+
+def _logged_predictions(database: Path) -> int:
+    if not database.exists():
+        return 0
+    with sqlite3.connect(database) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "predictions" not in tables:
+            return 0
+        return int(db.execute("SELECT count(*) FROM predictions").fetchone()[0])
+
+
+@pytest.mark.timeout(300)
+def test_a_candidate_run_logs_under_the_arms_of_the_rollout_it_compares(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """With a blue/green rollout of v1 → v2 active, `--candidate` logs v1's answers on arm `blue`
+    (not `stable`) with the rollout's id, so that rollout's analysis pairs them with v2's."""
+    import time
+
+    from ridecast.control.measure import measure_url
+    from ridecast.control.store import RolloutStore
+    from ridecast.rollout.state import RolloutState
+
+    log_url, state_url = f"sqlite:///{tmp_path / 'log.db'}", f"sqlite:///{tmp_path / 'state.db'}"
+    now = time.time()
+    rollout = RolloutStore(state_url).create(
+        RolloutState(
+            id="bg-batch",
+            model="ride-duration",
+            strategy="blue_green",
+            stable_version="1",
+            candidate_version="2",
+            shadow_percent=100,
+            step_started_at=now,
+            created_at=now,
+            updated_at=now,
+        ),
+        reason="test",
+    )
+    env = trained.env() | {"RIDECAST_PREDICTION_LOG_URL": log_url, "RIDECAST_STATE_URL": state_url}
+    sink = f"sqlite:///{tmp_path / 'scores.db'}"
+    args = ["batch", "score", "--month", "2025-02", "--candidate", CANDIDATE, "--sink", sink]
+    result = _ridecast(args, env)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        logged = dict(
+            db.execute(
+                "SELECT arm || ':' || version || ':' || rollout_id, COUNT(*) FROM predictions "
+                "GROUP BY arm, version, rollout_id"
+            ).fetchall()
+        )
+    assert set(logged) == {"blue:1:bg-batch", "shadow:2:bg-batch"}
+    rows = logged["blue:1:bg-batch"]
+    assert rows == logged["shadow:2:bg-batch"] > 10_000
+    m = measure_url(log_url, rollout, now - 1, time.time() + 1, "duration")
+    assert m.stable.requests == m.candidate.requests == m.shadow.n == rows

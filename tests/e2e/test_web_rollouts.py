@@ -276,6 +276,8 @@ def test_rolling_moves_the_workers_one_at_a_time(session: Session, tmp_path: Pat
             time.sleep(0.05)
     final = session.wait_phase({"promoted", "aborted", "inconclusive"}, 30)
     assert final["phase"] == "promoted", why(final)
+    # Each step waited for the moved workers' own word that they serve v2 (their reports).
+    assert "all 2 workers serve the candidate" in final["reason"], why(final)
     assert session.champion() == "2"
     # Worker 0 moved first, and for a while worker 1 still answered with v1: one at a time.
     first_moved = min(t for t, w, v in seen if w == 0 and v == "2")

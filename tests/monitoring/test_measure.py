@@ -194,3 +194,59 @@ def test_arms_without_data_are_none_not_zero(db_url: str) -> None:
     assert m.stable.mae == pytest.approx(2.0) and m.stable.abs_error_var is None
     _assert_empty(m.candidate, "2")
     assert m.shadow.n == 0 and m.paired.n == 0
+
+
+def test_preview_answers_count_for_the_candidate_before_a_blue_green_switch(db_url: str) -> None:
+    """Blue/green's pre-promotion analysis judges green on its shadow *and* preview answers: both
+    are green answering (docs/rollout.md, Blue/green). Preview rides pair with blue's live answer
+    of the same ride."""
+    rng = np.random.default_rng(11)
+    state = _state("blue_green")
+    log = PredictionLog(db_url)
+    since = time.time() - 1.0
+    rides = [f"{state.id}-{i}" for i in range(120)]
+    blue, green_shadow, green_preview = (rng.uniform(5, 40, n) for n in (120, 40, 60))
+    lat = rng.exponential(2.0, 120)
+    log.log(_batch("1", "blue", state.id, blue, lat, rides, rides))
+    log.log(_batch("2", "shadow", state.id, green_shadow, lat[:40], rides[:40], rides[:40]))
+    log.log(_batch("2", "preview", state.id, green_preview, lat[:60] * 3, rides[60:]))
+    log.log_errors("ride-duration", "2", "preview", state.id, "web", 4)
+    log.flush()
+    actual = rng.uniform(5, 40, 120)
+    for ride, a in zip(rides, actual, strict=True):
+        log.log_feedback(ride, "duration", float(a))
+    log.close()
+    m = measure(engine_for(db_url), state, since, time.time() + 1, "duration")
+    green = np.concatenate([green_shadow, green_preview])
+    assert (m.candidate.requests, m.candidate.errors, m.candidate.joined) == (100, 4, 100)
+    assert m.candidate.mean_prediction == pytest.approx(green.mean())
+    assert m.candidate.p99_latency_ms == pytest.approx(
+        _q(np.concatenate([lat[:40], lat[:60] * 3]), 99)
+    )
+    green_actual = np.concatenate([actual[:40], actual[60:]])
+    assert m.candidate.mae == pytest.approx(np.abs(green - green_actual).mean())
+    blue_for = np.concatenate([blue[:40], blue[60:]])
+    d = np.abs(green - green_actual) - np.abs(blue_for - green_actual)
+    assert m.paired.n == 100 and m.paired.mean_diff == pytest.approx(d.mean())
+    assert m.shadow.n == 40  # the shadow report stays shadow against live
+
+
+def test_dropped_shadow_copies_are_reported_and_are_not_errors(db_url: str) -> None:
+    """A full shadow queue drops copies unasked: the shadow report counts them (``dropped``),
+    the candidate's error rate does not (it was never asked)."""
+    state = _state("shadow")
+    log = PredictionLog(db_url)
+    since = time.time() - 1.0
+    rides = [f"{state.id}-{i}" for i in range(10)]
+    preds = np.linspace(5, 30, 10)
+    log.log(_batch("1", "stable", state.id, preds, np.ones(10), rides, rides))
+    log.log(_batch("2", "shadow", state.id, preds + 1, np.ones(10), rides, rides))
+    log.log_errors("ride-duration", "2", "shadow", state.id, "web:/predict", 700, kind="dropped")
+    log.log_errors("ride-duration", "2", "shadow", state.id, "web:/predict", 40, kind="dropped")
+    log.log_errors("ride-duration", "2", "shadow", state.id, "web:/predict", 5)  # failed
+    log.log_errors("ride-duration", "2", "shadow", "another", "web:/predict", 9, kind="dropped")
+    log.close()
+    m = measure(engine_for(db_url), state, since, time.time() + 1, "duration")
+    assert m.shadow.dropped == 740 and m.shadow.n == 10
+    assert (m.candidate.requests, m.candidate.errors) == (10, 5)
+    assert m.candidate.error_rate == pytest.approx(5 / 15)

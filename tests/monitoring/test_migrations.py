@@ -149,6 +149,8 @@ def test_a_new_database_gets_exactly_the_tables_the_code_uses(db_url: str) -> No
     names = set(inspect(engine).get_table_names())
     engine.dispose()
     assert {"predictions", "feedback", "prediction_errors", "ridecast_log_version"} <= names
+    # The rollout state store's tables too: it shares the database by default (migration 0005).
+    assert {"rollouts", "rollout_transitions", "rollout_leases", "rollout_workers"} <= names
 
 
 UPGRADE = """
@@ -192,3 +194,79 @@ def test_alembic_leaves_ridecast_logging_alone(tmp_path: Path) -> None:
     PredictionLog(f"sqlite:///{tmp_path / 'log.db'}").close()  # a fresh database: migrations run
     assert not ours.disabled and not logging.getLogger("ridecast.monitoring").disabled
     assert root.handlers == handlers and root.level == level
+
+
+# What the rollout state store's create_all emitted before migration 0005 made its tables (the
+# same text on SQLite and PostgreSQL but for the transitions' id).
+LEGACY_STORE_DDL = """
+CREATE TABLE rollout_leases (
+    name VARCHAR(64) NOT NULL, holder VARCHAR(128) NOT NULL, expires_at FLOAT NOT NULL,
+    PRIMARY KEY (name));
+CREATE TABLE rollout_transitions (
+    id {serial} NOT NULL, rollout_id VARCHAR(64) NOT NULL, ts FLOAT NOT NULL,
+    phase VARCHAR(16) NOT NULL, step INTEGER NOT NULL, weight INTEGER NOT NULL,
+    shadow_percent INTEGER NOT NULL, reason TEXT NOT NULL, figures JSON NOT NULL,
+    actor VARCHAR(128) NOT NULL, PRIMARY KEY (id));
+CREATE INDEX ix_rollout_transitions_rollout_id ON rollout_transitions (rollout_id);
+CREATE TABLE rollouts (
+    id VARCHAR(64) NOT NULL, model VARCHAR(64) NOT NULL, strategy VARCHAR(16) NOT NULL,
+    stable_version VARCHAR(32) NOT NULL, candidate_version VARCHAR(32) NOT NULL,
+    phase VARCHAR(16) NOT NULL, active BOOLEAN NOT NULL, step INTEGER NOT NULL,
+    weight INTEGER NOT NULL, shadow_percent INTEGER NOT NULL, preview BOOLEAN NOT NULL,
+    step_started_at FLOAT NOT NULL, created_at FLOAT NOT NULL, updated_at FLOAT NOT NULL,
+    reason TEXT NOT NULL, spec JSON NOT NULL, memory JSON NOT NULL, active_model VARCHAR(64),
+    PRIMARY KEY (id), UNIQUE (active_model));
+CREATE INDEX ix_rollouts_model_created ON rollouts (model, created_at);
+"""
+
+
+def test_a_state_store_made_before_its_migration_is_upgraded_with_its_rollouts(
+    db_url: str,
+) -> None:
+    """The state store's tables come from the migrations now (0005); a database whose store
+    made them with create_all keeps them and their rows, and old error rows count as failures."""
+    from ridecast.control.store import RolloutStore
+
+    engine = create_engine(db_url)
+    migrate.upgrade(engine, "0004")
+    serial = "SERIAL" if engine.dialect.name == "postgresql" else "INTEGER"
+    with engine.begin() as conn:
+        for statement in LEGACY_STORE_DDL.format(serial=serial).split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+        conn.execute(
+            text(
+                "INSERT INTO rollouts VALUES ('r-old', 'ride-duration', 'canary', '1', '2', "
+                "'progressing', :t, 1, 20, 0, :t, 1.0, 1.0, 1.0, 'started', '{}', '{}', "
+                "'ride-duration')"
+            ),
+            {"t": True},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO prediction_errors (ts, model, version, arm, rollout_id, source, "
+                "count) VALUES (:ts, 'ride-duration', '2', 'canary', 'r-old', 'web', 3)"
+            ),
+            {"ts": datetime(2025, 3, 1, 12, 0, tzinfo=UTC)},
+        )
+    engine.dispose()
+
+    store = RolloutStore(db_url)
+    old = store.active("ride-duration")
+    assert old is not None and (old.id, old.weight, old.phase) == ("r-old", 20, "progressing")
+    store.report_worker(
+        "ride-duration",
+        host="h",
+        worker=0,
+        pid=1,
+        rollout_id="r-old",
+        answering="2",
+        versions=["1", "2"],
+        error=None,
+    )
+    assert [w.answering for w in store.worker_reports("ride-duration")] == ["2"]
+    assert _one(db_url, "select kind, count from prediction_errors") == [("failed", 3)]
+    assert _one(db_url, "select version_num from ridecast_log_version") == [
+        (migrate.head_revision(),)
+    ]
+    assert _schema_diff(db_url) == []

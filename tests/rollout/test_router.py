@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ridecast.rollout.router import Router, bucket, routing_key
+from ridecast.rollout.router import Router, bucket, ride_keys, routing_key
 from ridecast.rollout.state import RolloutState
 
 KEYS = [f"u:{i}" for i in range(20_000)]
@@ -97,3 +97,44 @@ def test_keyless_requests_keep_the_weight_on_average() -> None:
     router = Router("1", _state(40))
     share = sum(router.route(None).version == "2" for _ in range(20_000)) / 20_000
     assert abs(share - 0.40) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("weight", "shadow", "strategy", "worker"),
+    [
+        (50, 100, "canary", None),
+        (20, 0, "canary", None),
+        (0, 30, "shadow", None),
+        (100, 0, "blue_green", None),
+        (7, 93, "canary", None),
+        (50, 0, "rolling", 0),
+        (50, 0, "rolling", 1),
+        (0, 0, "canary", None),
+    ],
+)
+def test_route_many_is_route_for_every_key(
+    weight: int, shadow: int, strategy: str, worker: int | None
+) -> None:
+    """The one vectorized assignment (web list requests, stream batches, batch chunks) gives
+    every key exactly what Router.route gives it."""
+    state = _state(weight, shadow, strategy=strategy)
+    state = state.evolve(memory={"moved": 1}) if strategy == "rolling" else state
+    router = Router("1", state, worker)
+    keys: list[str | None] = [*KEYS[:3000], *ride_keys([*range(2000), "é", "green/2025-02/7"])]
+    split = router.route_many(keys)
+    assert sorted([*split.candidate.tolist(), *split.stable.tolist()]) == list(range(len(keys)))
+    assert set(split.shadowed.tolist()) <= set(split.stable.tolist())
+    for index in (split.candidate, split.stable, split.shadowed):
+        assert index.tolist() == sorted(index.tolist())
+    candidate, shadowed = set(split.candidate.tolist()), set(split.shadowed.tolist())
+    for i, key in enumerate(keys):
+        route = router.route(key)
+        assert (i in candidate) == (route.version == "2" and route.arm != "stable"), key
+        assert (i in shadowed) == (route.shadow_version == "2"), key
+
+
+def test_route_many_without_keys_holds_the_weights() -> None:
+    split = Router("1", _state(30, 50)).route_many([None] * 20_000)
+    assert abs(len(split.candidate) / 20_000 - 0.30) < 0.015
+    assert abs(len(split.shadowed) / len(split.stable) - 0.50) < 0.02
+    assert ride_keys([None, "", 0, "x"]) == [None, None, "r:0", "r:x"]

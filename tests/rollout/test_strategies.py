@@ -8,10 +8,25 @@ from typing import Any
 import pytest
 
 from ridecast.errors import RolloutError
-from ridecast.rollout.measurements import ArmFigures, Measurements, PairedFigures, ShadowFigures
+from ridecast.rollout.measurements import (
+    ArmFigures,
+    Measurements,
+    PairedFigures,
+    ShadowFigures,
+    WorkerReport,
+)
 from ridecast.rollout.spec import initial_state, parse_spec
 from ridecast.rollout.state import RolloutState
-from ridecast.rollout.strategies import Decision, abort, advance, pause, promote, resume, window
+from ridecast.rollout.strategies import (
+    WORKER_REPORT_STALE_S,
+    Decision,
+    abort,
+    advance,
+    pause,
+    promote,
+    resume,
+    window,
+)
 
 HEAD = "model: ride-duration\ncandidate: challenger\n"
 CANARY = (
@@ -105,6 +120,36 @@ def test_canary_worse_candidate_is_aborted_naming_the_figure(
     assert figure in d.reason and f"max {threshold}" in d.reason
     failed = [c for c in d.figures["checks"] if c["ok"] is False]
     assert [c["figure"] for c in failed] == [figure]
+
+
+@pytest.mark.parametrize(
+    "crashing",
+    [
+        # Nothing answered: no latency, no mean, no MAE; only the failures.
+        {
+            "requests": 0,
+            "errors": 5000,
+            "p99_latency_ms": None,
+            "mean_prediction": None,
+            "joined": 0,
+            "mae": None,
+            "abs_error_var": None,
+        },
+        {"requests": 100, "errors": 4900, "joined": 10},  # fewer answers than min_samples
+    ],
+)
+def test_a_candidate_that_mostly_crashes_fails_on_its_error_rate(crashing: dict[str, Any]) -> None:
+    """Failed predictions are data: errors / (answered + failed), judged once that many were
+    asked, so a crashing candidate is aborted instead of waiting as "inconclusive"."""
+    s = _start(CANARY)
+    d = _tick(s, 21.0, candidate=crashing)
+    assert d.verdict == "fail" and d.state.phase == "aborted" and d.state.weight == 0, d.reason
+    assert "error_rate" in d.reason and "max 0.01" in d.reason
+    rate = crashing["errors"] / (crashing["requests"] + crashing["errors"])
+    assert d.figures["computed"]["candidate_error_rate"] == pytest.approx(rate)
+    assert d.figures["candidate"]["attempts"] == 5000
+    ab = _start(HEAD + "strategy: ab\n")
+    assert _tick(ab, 30.0, candidate=crashing).state.phase == "aborted"
 
 
 def test_canary_without_feedback_is_inconclusive_at_the_timeout_and_not_before() -> None:
@@ -393,6 +438,41 @@ def test_rolling_aborts_on_errors_and_waits_on_silence() -> None:
     halted = _tick(s, 61.0, candidate=silent).state
     assert halted.phase == "inconclusive" and halted.memory["moved"] == 0
     assert resume(halted, 70.0).state.memory["moved"] == 1
+
+
+def _workers(*answering: str, error: str | None = None, age: float = 1.0) -> tuple[Any, ...]:
+    """Reports of indexed workers 0, 1, …: the version each says it answers with."""
+    return tuple(
+        WorkerReport(i, "host-a", "r1", v, ("1", "2"), None if v == "2" else error, age)
+        for i, v in enumerate(answering)
+    )
+
+
+def test_rolling_moves_the_next_worker_only_once_each_moved_worker_serves_the_candidate() -> None:
+    s = _start(ROLLING)  # worker 0 moved
+    traffic = {"requests": 50}
+    # Worker 0 could not load v2 (its traffic may still come from elsewhere): nobody moves on.
+    stuck = _workers("1", "1", "1", error="ride-duration v2 failed to load: disk full")
+    d = _tick(s, 11.0, candidate=traffic, workers=stuck)
+    assert not d.changed and "worker 0" in d.reason and "disk full" in d.reason
+    halted = _tick(s, 61.0, candidate=traffic, workers=stuck)
+    assert halted.state.phase == "inconclusive" and halted.state.memory["moved"] == 0
+    assert "worker 0" in halted.reason and "v1" in halted.reason
+    # A report older than the staleness bound is no evidence either (worker 0 went silent).
+    stale = _workers("2", age=WORKER_REPORT_STALE_S + 1) + _workers("2", "1", "1")[1:]
+    d = _tick(s, 11.0, candidate=traffic, workers=stale)
+    assert not d.changed and "worker 0 has not reported" in d.reason
+
+    d = _tick(s, 11.0, candidate=traffic, workers=_workers("2", "1", "1"))
+    assert d.state.memory["moved"] == 2 and "the 1 moved before serve the candidate" in d.reason
+    # Worker 1 has moved on the state but not yet in fact: wait for it.
+    assert not _tick(d.state, 22.0, candidate=traffic, workers=_workers("2", "1", "1")).changed
+    d = _tick(d.state, 22.0, candidate=traffic, workers=_workers("2", "2", "1"))
+    assert d.state.memory["moved"] == 3
+    assert not _tick(d.state, 33.0, candidate=traffic, workers=_workers("2", "2")).promote
+    d = _tick(d.state, 33.0, candidate=traffic, workers=_workers("2", "2", "2"))
+    assert d.promote and "all 3 workers serve the candidate" in d.reason
+    assert d.figures["worker_reports"][2]["answering"] == "2"
 
 
 def test_measurements_none_for_every_strategy_is_never_a_pass() -> None:

@@ -173,8 +173,11 @@ def test_health_metrics_and_docs(served: Served) -> None:
     )
     errors = families["ridecast_http_request_errors"].samples
     assert any(s.labels["status"] == "422" for s in errors)
-    assert "ridecast_http_request_duration_seconds" in families
-    assert "ridecast_prediction_value" in families and "ridecast_batch_size" in families
+    latency = families["ridecast_http_request_duration_seconds"].samples
+    assert any(s.labels.get("model_version") == "1" for s in latency)  # latency by version
+    assert "ridecast_prediction_value" in families and "ridecast_model_call_rides" in families
+    served_now = families["ridecast_model_info"].samples
+    assert any(s.labels == {"model": "ride-tip", "model_version": "1"} for s in served_now)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert "/predict" in spec["paths"] and "requestBody" in spec["paths"]["/predict"]["post"]
     assert "/v2/models/{name}/infer" in spec["paths"] and "/invocations" in spec["paths"]

@@ -23,6 +23,7 @@ from ridecast.errors import ModelError, RidecastError
 from ridecast.features import RideArrays
 from ridecast.modelref import parse_model_uri
 from ridecast.predictor import Predictor
+from ridecast.urls import mask_url
 
 if TYPE_CHECKING:
     from ridecast.control.follower import Deployment
@@ -85,19 +86,16 @@ class ScoringPlan:
         return self._route(rides, ride_ids)
 
     def _route(self, rides: RideArrays, ride_ids: np.ndarray) -> ChunkScores:
-        from ridecast.rollout.router import routing_key
+        from ridecast.rollout.router import ride_keys
 
         assert self.deployment is not None
-        router = self.deployment.router
-        candidate_arm = router.candidate.arm
-        routes = [router.route(routing_key(None, ride)) for ride in ride_ids.tolist()]
-        to_candidate = np.fromiter(
-            (r.arm == candidate_arm for r in routes), dtype=bool, count=len(routes)
-        )
-        shadow = np.fromiter(
-            (r.shadow_version is not None for r in routes), dtype=bool, count=len(routes)
-        )
-        predicted = np.empty(len(routes), dtype=np.float64)
+        n = len(ride_ids)
+        split = self.deployment.router.route_many(ride_keys(ride_ids.tolist()))
+        to_candidate = np.zeros(n, dtype=bool)
+        to_candidate[split.candidate] = True
+        shadow = np.zeros(n, dtype=bool)
+        shadow[split.shadowed] = True
+        predicted = np.empty(n, dtype=np.float64)
         stable_rows = ~to_candidate
         predicted[stable_rows] = self.stable.predict_arrays(_take(rides, stable_rows))
         candidate = self.rollout_candidate
@@ -174,7 +172,7 @@ def _active_rollout(settings: Settings, registry: Registry, ref: object) -> Depl
         raise
     except Exception as exc:
         raise RidecastError(
-            f"cannot read the rollout state at {settings.resolved_state_url}: "
+            f"cannot read the rollout state at {mask_url(settings.resolved_state_url)}: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
             "fix RIDECAST_STATE_URL or pass --no-follow-rollout to score with the alias's version"
         ) from exc

@@ -3,8 +3,10 @@
 When a job follows a rollout or scores a candidate, its answers are evidence for the rollout's
 analysis, so they go to :class:`ridecast.monitoring.PredictionLog` with their version, arm and
 rollout id, like the web service's and the stream consumers'. A ``--candidate`` run is logged as
-a full shadow: the stable version's answers on arm ``stable`` and the candidate's on arm
-``shadow``, paired by ride id. Each chunk is flushed before the next one is queued (on the job's
+a full shadow: the stable version's answers on the stable arm (``stable``, or the rollout's own
+stable arm when an active rollout compares the same two versions: ``blue`` for blue/green, ``a``
+for A/B) and the candidate's on arm ``shadow``, paired by ride id, so that rollout's analysis
+counts them. Each chunk is flushed before the next one is queued (on the job's
 writer thread), so memory stays bounded by the chunk size; rows are logged as they are scored,
 so a job killed mid-month leaves its logged rows in the log (the log is a record of answers
 given, not the job's output).
@@ -19,22 +21,26 @@ import numpy as np
 
 from ridecast.batch.plan import ChunkScores, ScoringPlan
 from ridecast.features import RideArrays
+from ridecast.rollout.state import NO_ROLLOUT_ARM, SHADOW_ARM
 
 SOURCE = "batch"
 
 
 class BatchLog:
-    def __init__(self, url: str, rollout_id: str | None = None) -> None:
+    def __init__(
+        self, url: str, rollout_id: str | None = None, stable_arm: str = NO_ROLLOUT_ARM
+    ) -> None:
         from ridecast.monitoring import PredictionLog
 
         # Not started: the job flushes each chunk itself, so nothing queues up unbounded.
         self.log = PredictionLog(url, max_pending=10_000_000)
         self.rollout_id = rollout_id  # for a --candidate run: the rollout of these versions
+        self.stable_arm = stable_arm  # ... and the arm its analysis reads the stable side from
         self.seconds = 0.0
 
     @property
     def safe_url(self) -> str:
-        return str(getattr(self.log, "safe_url", self.log.url))
+        return self.log.safe_url
 
     def write(
         self,
@@ -67,7 +73,7 @@ class BatchLog:
                 at=now,
                 arm=arm,
                 rollout_id=rollout,
-                request_ids=rows.tolist() if arm == "shadow" else None,
+                request_ids=rows.tolist() if arm == SHADOW_ARM else None,
             )
 
         batches: list[PredictionBatch] = []
@@ -79,14 +85,17 @@ class BatchLog:
                     batches.append(batch(version, arm, mask, scores.predicted[mask], rollout))
             if scores.shadow is not None and scores.shadow_predicted is not None:
                 batches.append(
-                    batch(versions[1], "shadow", scores.shadow, scores.shadow_predicted, rollout)
+                    batch(versions[1], SHADOW_ARM, scores.shadow, scores.shadow_predicted, rollout)
                 )
         else:
-            batches.append(batch(plan.stable.version, "stable", None, scores.predicted, None))
+            arm = self.stable_arm if plan.candidate is not None else NO_ROLLOUT_ARM
+            batches.append(batch(plan.stable.version, arm, None, scores.predicted, None))
             if plan.candidate is not None and scores.candidate is not None:
                 batches[0].rollout_id = self.rollout_id
                 batches.append(
-                    batch(plan.candidate.version, "shadow", None, scores.candidate, self.rollout_id)
+                    batch(
+                        plan.candidate.version, SHADOW_ARM, None, scores.candidate, self.rollout_id
+                    )
                 )
         for b in batches:
             self.log.log(b)

@@ -11,6 +11,9 @@ Saves are conditional on the state not having changed since it was read, so a pe
 ``promote``/``abort``/``pause`` between the read and the write wins; the controller simply reads
 again next tick. A promotion moves the registry alias first; if the registry cannot be reached,
 the step waits and is tried again next tick.
+
+The lease holder exports each analysis window's figures per version and arm, and counts the
+verdicts it acted on (:class:`~ridecast.monitoring.metrics.RolloutMetrics`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ridecast.control.ops import LEASE, apply_promotion, decision_figures
 from ridecast.errors import RolloutError
+from ridecast.monitoring.metrics import rollout_metrics
 from ridecast.rollout.state import RolloutState
 
 if TYPE_CHECKING:
@@ -70,6 +75,8 @@ class Controller:
         self.ticks = 0
         self.last_error: str | None = None
         self._engine: Any = None
+        self._metrics = rollout_metrics()
+        self._measured: dict[str, RolloutState] = {}  # rollouts whose figures are exported
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -88,12 +95,14 @@ class Controller:
         self.holding = held
         self.ticks += 1
         if not held:
+            self._retire(set())  # the new holder exports the figures now
             return False
         try:
             states = self.store.all_active()
         except Exception as exc:
             self._error(f"cannot read the rollout state store: {exc}")
             return True
+        self._retire({s.id for s in states})
         for state in states:
             try:
                 self.advance(state, time.time() if now is None else now)
@@ -114,6 +123,11 @@ class Controller:
             from ridecast.control.measure import measure
 
             measurements = measure(self._log_engine(), state, *window, self._target(state))
+            if state.strategy == "rolling":  # which version each indexed worker serves now
+                reports = tuple(self.store.worker_reports(state.model, now))
+                measurements = replace(measurements, workers=reports)
+            self._metrics.measured(state, measurements)
+            self._measured[state.id] = state
         decision = strategies.advance(state, measurements, now)
         if not decision.changed and not decision.promote:
             return None
@@ -134,6 +148,10 @@ class Controller:
             # refused the alias move (the step waits). Either way: read again next tick.
             self._error(str(exc))
             return None
+        if decision.verdict is not None:
+            self._metrics.analyses.labels(
+                state.model, state.id, state.strategy, decision.verdict
+            ).inc()
         log.info(
             "rollout %s: %s, step %d, weight %d%%: %s",
             state.id,
@@ -149,6 +167,11 @@ class Controller:
             except Exception:
                 log.exception("rollout controller: on_change listener failed")
         return saved
+
+    def _retire(self, active: set[str]) -> None:
+        """Stop exporting the figures of rollouts that are no longer active."""
+        for rollout_id in [i for i in self._measured if i not in active]:
+            self._metrics.retire(self._measured.pop(rollout_id))
 
     def _target(self, state: RolloutState) -> str:
         from ridecast.model import TARGETS

@@ -7,12 +7,20 @@ state needs through :meth:`ridecast.registry.Registry.predictor`, and only then 
 assignment. Web workers, stream consumers and batch jobs read ``follower.current`` once per
 request or batch, so every answer comes from one consistent snapshot and none fails during a
 switch. When the registry or the store cannot be reached, the current snapshot keeps serving and
-``last_error`` says why; nothing flips half-way.
+``last_error`` says why; nothing flips half-way. A worker with an index (``ridecast serve
+--workers N``) tells the store which version it answers with while it follows a rolling rollout,
+so the controller moves the next worker only once this one is ready.
+
+Every follower reports the rollout it follows to Prometheus (phase, step, weights, shadow share:
+:class:`~ridecast.monitoring.metrics.RolloutStates`) and counts the versions it loads after the
+first (``ridecast_model_reloads_total``), in whichever mode it runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ridecast.errors import ModelError
 from ridecast.modelref import ModelRef
+from ridecast.monitoring.metrics import rollout_metrics
 from ridecast.rollout.router import Route, Router, routing_key
 from ridecast.rollout.state import RolloutState
 
@@ -31,10 +40,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ridecast.control")
 
+# How often a worker following a rolling rollout re-says what it answers with (its heartbeat).
+REPORT_EVERY_S = 2.0
+_HOST = socket.gethostname()
+
 
 @dataclass(frozen=True)
 class Deployment:
-    """One consistent view of a model: the predictors loaded and the router over them."""
+    """One consistent view of a model: the predictors loaded and the router over them.
+
+    ``predictors`` holds every version the router sends traffic to, and for a while the ones it
+    no longer does (blue/green's old version for ``scale_down_delay``, else ``keep_old_seconds``):
+    they answer by name, and a switch back to one loads nothing."""
 
     model: str
     alias_version: str  # what the followed reference (e.g. @champion) resolves to
@@ -112,9 +129,13 @@ class Follower:
         self.loaded_at: float | None = None
         self._failed: tuple[str, ...] | None = None
         self._retired: dict[str, float] = {}  # version -> unload after (blue/green delay)
+        self._wanted: RolloutState | None = None  # the active rollout, as last read
+        self._reported: tuple[Any, float] = (None, 0.0)  # (what, when) this worker last said
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._metrics = rollout_metrics()
+        self._metrics.states.follow(self)
 
     # --- reading (any thread, the event loop included) ---
 
@@ -132,6 +153,12 @@ class Follower:
     @property
     def version(self) -> str:
         return self._current.stable.version if self._current is not None else ""
+
+    @property
+    def rollout_state(self) -> RolloutState | None:
+        """The active rollout being followed, if any."""
+        current = self._current
+        return current.state if current is not None else None
 
     # --- following (a background thread; never the event loop) ---
 
@@ -156,7 +183,13 @@ class Follower:
 
         Returns True when a new snapshot was published. On the first call errors raise
         (ModelError); later, they are recorded in ``last_error`` and the old snapshot serves.
+        A worker with an index reports what it answers with while it follows a rolling rollout.
         """
+        changed = self._refresh(first)
+        self._report()
+        return changed
+
+    def _refresh(self, first: bool) -> bool:
         with self._lock:
             self.last_check = time.time()
             try:
@@ -166,42 +199,29 @@ class Follower:
                     raise
                 self._fail(f"cannot check {self.ref.uri} or its rollout: {exc}")
                 return False
+            self._wanted = state
             current = self._current
             if (
                 current is not None
                 and current.alias_version == alias_version
                 and current.state == state
             ):
-                self._unload_retired()
-                return False
-            router = Router(alias_version, state, self.worker)
-            wanted = router.versions
-            if self._failed == wanted:
-                return False  # already reported; wait for the state or alias to move
-            try:
-                predictors = {v: self.registry.predictor(self.ref, version=v) for v in wanted}
-            except Exception as exc:
-                if first or current is None:
-                    raise
-                self._failed = wanted
-                missing = [v for v in wanted if current is None or v not in current.predictors]
-                self._fail(f"{self.name} v{'/v'.join(missing or wanted)} failed to load: {exc}")
-                return False
-            deployment = Deployment(self.name, alias_version, predictors, router, state)
+                deployment = self._without_expired(current)
+                if deployment is current:
+                    self._unload_retired()
+                    return False
+            else:
+                loaded = self._load(alias_version, state, current, first)
+                if loaded is None:
+                    return False
+                deployment = loaded
             self._current = deployment  # the switch: one reference assignment
-            self.loaded_at = time.time()
-            self.last_error = None
-            self._failed = None
-            if current is not None:
-                for version in current.predictors:
-                    if version not in predictors:
-                        self._retired[version] = time.time() + self._keep_for(current)
             self._unload_retired()
-            if current is not None and current.router.versions != router.versions:
+            if current is not None and current.router.versions != deployment.router.versions:
                 log.info(
                     "%s: now serving %s (was %s)",
                     self.name,
-                    "/".join(f"v{v}" for v in router.versions),
+                    "/".join(f"v{v}" for v in deployment.router.versions),
                     "/".join(f"v{v}" for v in current.router.versions),
                 )
         if self.on_change is not None:
@@ -210,6 +230,60 @@ class Follower:
             except Exception:  # a listener's bug must not stop following
                 log.exception("%s: on_change listener failed", self.name)
         return True
+
+    def _load(
+        self,
+        alias_version: str,
+        state: RolloutState | None,
+        current: Deployment | None,
+        first: bool,
+    ) -> Deployment | None:
+        """The snapshot the alias and the state ask for, its versions loaded and warmed (None
+        when one failed to load: the error is recorded and the current snapshot serves on)."""
+        router = Router(alias_version, state, self.worker)
+        wanted = router.versions
+        if self._failed == wanted:
+            return None  # already reported; wait for the state or alias to move
+        try:
+            predictors = {v: self.registry.predictor(self.ref, version=v) for v in wanted}
+        except Exception as exc:
+            if first or current is None:
+                raise
+            self._failed = wanted
+            self._metrics.reloads.labels(self.name, "failed").inc()
+            missing = [v for v in wanted if v not in current.predictors]
+            self._fail(f"{self.name} v{'/v'.join(missing or wanted)} failed to load: {exc}")
+            return None
+        self.loaded_at = time.time()
+        self.last_error = None
+        self._failed = None
+        if current is not None:
+            if set(predictors) - set(current.predictors):
+                self._metrics.reloads.labels(self.name, "ok").inc()
+            # What the new snapshot no longer routes to stays in it (answering by name, and a
+            # switch back is instant) until its delay ends: blue/green's scale_down_delay.
+            now = time.time()
+            for version in predictors:
+                self._retired.pop(version, None)
+            for version in current.predictors:
+                if version not in predictors and version not in self._retired:
+                    self._retired[version] = now + self._keep_for(current)
+            for version, until in self._retired.items():
+                if until > now and version in current.predictors:
+                    predictors.setdefault(version, current.predictors[version])
+        return Deployment(self.name, alias_version, predictors, router, state)
+
+    def _without_expired(self, current: Deployment) -> Deployment:
+        """``current`` without the retired versions whose delay has ended (itself if none)."""
+        now = time.time()
+        gone = [v for v, until in self._retired.items() if until <= now]
+        for version in gone:
+            del self._retired[version]
+        if not any(v in current.predictors for v in gone):
+            return current
+        routed = set(current.router.versions)
+        keep = {v: p for v, p in current.predictors.items() if v in routed or v in self._retired}
+        return Deployment(current.model, current.alias_version, keep, current.router, current.state)
 
     def _keep_for(self, previous: Deployment) -> float:
         spec = previous.state.spec if previous.state is not None else {}
@@ -220,14 +294,39 @@ class Follower:
             return self.keep_old_seconds
 
     def _unload_retired(self) -> None:
-        now = time.time()
-        for version, until in list(self._retired.items()):
-            if until <= now:
-                del self._retired[version]
-        keep = set(self._retired)
+        """Let the registry forget every version the snapshot no longer holds."""
         if self._current is not None:
-            keep |= set(self._current.predictors)
-        self.registry.retain(self.name, keep)
+            self.registry.retain(self.name, set(self._current.predictors))
+
+    def _report(self) -> None:
+        """Tell the state store which version this worker answers with, while the rollout to
+        follow is a rolling one: the controller moves the next worker only once every moved
+        worker says it serves the candidate. Sent on a change, else every REPORT_EVERY_S."""
+        wanted, current = self._wanted, self._current
+        if self.worker is None or self.store is None or current is None:
+            return
+        if wanted is None or wanted.strategy != "rolling":
+            return
+        answering = current.router.route(None).version  # a rolling worker answers one way
+        said = (current.rollout_id, answering, tuple(sorted(current.predictors)), self.last_error)
+        now = time.monotonic()
+        if said == self._reported[0] and now - self._reported[1] < REPORT_EVERY_S:
+            return
+        try:
+            self.store.report_worker(
+                self.name,
+                host=_HOST,
+                worker=self.worker,
+                pid=os.getpid(),
+                rollout_id=current.rollout_id,
+                answering=answering,
+                versions=sorted(current.predictors),
+                error=self.last_error,
+            )
+        except Exception as exc:  # the store away: following goes on, the report waits
+            self._fail(f"cannot report worker {self.worker} to the rollout state store: {exc}")
+            return
+        self._reported = (said, now)
 
     def _fail(self, message: str) -> None:
         first_line = message.splitlines()[0] if message else message

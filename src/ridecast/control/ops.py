@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ridecast.errors import RidecastError, RolloutError
 from ridecast.rollout.state import RolloutState
+from ridecast.urls import mask_url
 
 if TYPE_CHECKING:
     from ridecast.control.store import RolloutStore
@@ -111,7 +112,8 @@ def _versions(registry: Registry, model: str) -> tuple[dict[str, str], list[str]
         found = registry.client.search_model_versions(f"name='{model}'")
     except Exception as exc:
         raise RolloutError(
-            f"rollout: the registry at {registry.tracking_uri} cannot be read: {_first_line(exc)}"
+            f"rollout: the registry at {mask_url(registry.tracking_uri)} cannot be read: "
+            f"{_first_line(exc)}"
         ) from exc
     aliases = {str(k): str(v) for k, v in (registered.aliases or {}).items()}
     return aliases, sorted((str(mv.version) for mv in found), key=int)
@@ -124,7 +126,8 @@ def resolve_versions(registry: Registry, spec: RolloutSpec) -> tuple[str, str]:
         names = sorted(m.name for m in registry.client.search_registered_models())
     except Exception as exc:
         raise RolloutError(
-            f"rollout: the registry at {registry.tracking_uri} cannot be read: {_first_line(exc)}"
+            f"rollout: the registry at {mask_url(registry.tracking_uri)} cannot be read: "
+            f"{_first_line(exc)}"
         ) from exc
     if spec.model not in names:
         raise RolloutError(

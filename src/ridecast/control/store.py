@@ -1,12 +1,20 @@
 """Where rollouts live: their state, every transition with its reason and figures, and the lease.
 
 One SQL database (SQLite by default, PostgreSQL by URL) shared by every worker, replica, consumer,
-batch job and the CLI. Writes are short transactions; a state change and its transition row are
-written together. At most one rollout per model is active; the database enforces it with a
-partial unique index, so two concurrent ``rollout start`` commands cannot both win.
+batch job and the CLI; its tables (:mod:`ridecast.monitoring.schema`) are made and upgraded by
+the prediction log's Alembic migrations. Writes are short transactions; a state change and its
+transition row are written together. At most one rollout per model is active; the database
+enforces it with a partial unique index, so two concurrent ``rollout start`` commands cannot both
+win.
+
+Serving workers with an index (``ridecast serve --workers N``) report here which version they
+answer with while they follow a rolling rollout (:meth:`RolloutStore.report_worker`): the
+controller moves the next worker only once every moved one says it serves the candidate.
 
 The lease names the one process that advances steps: it holds the lease while it renews it
 within ``ttl`` seconds; another process takes it over once it has expired.
+
+Each transition a process saves is also counted in its ``ridecast_rollout_transitions_total``.
 """
 
 from __future__ import annotations
@@ -15,74 +23,20 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ridecast.errors import RolloutError
-from ridecast.monitoring.database import shared_engine
+from ridecast.monitoring import migrate
+from ridecast.monitoring.database import first_line, shared_engine
+from ridecast.monitoring.metrics import rollout_metrics
+from ridecast.monitoring.schema import rollout_leases as leases
+from ridecast.monitoring.schema import rollout_transitions as transitions
+from ridecast.monitoring.schema import rollout_workers as workers
+from ridecast.monitoring.schema import rollouts
+from ridecast.rollout.measurements import WorkerReport
 from ridecast.rollout.state import ACTIVE_PHASES, RolloutState
-
-metadata = MetaData()
-rollouts = Table(
-    "rollouts",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("model", String(64), nullable=False),
-    Column("strategy", String(16), nullable=False),
-    Column("stable_version", String(32), nullable=False),
-    Column("candidate_version", String(32), nullable=False),
-    Column("phase", String(16), nullable=False),
-    Column("active", Boolean, nullable=False),
-    Column("step", Integer, nullable=False),
-    Column("weight", Integer, nullable=False),
-    Column("shadow_percent", Integer, nullable=False),
-    Column("preview", Boolean, nullable=False),
-    Column("step_started_at", Float, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("spec", JSON, nullable=False),
-    Column("memory", JSON, nullable=False),
-    # One active rollout per model (NULL when not active: NULLs never collide).
-    Column("active_model", String(64), nullable=True, unique=True),
-)
-Index("ix_rollouts_model_created", rollouts.c.model, rollouts.c.created_at)
-transitions = Table(
-    "rollout_transitions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("rollout_id", String(64), nullable=False, index=True),
-    Column("ts", Float, nullable=False),
-    Column("phase", String(16), nullable=False),
-    Column("step", Integer, nullable=False),
-    Column("weight", Integer, nullable=False),
-    Column("shadow_percent", Integer, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("figures", JSON, nullable=False),
-    Column("actor", String(128), nullable=False),
-)
-leases = Table(
-    "rollout_leases",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("holder", String(128), nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
+from ridecast.urls import mask_url
 
 
 def _row_state(row: Any) -> RolloutState:
@@ -110,20 +64,17 @@ class RolloutStore:
 
     @property
     def safe_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return mask_url(self.url)
 
     def _ensure(self) -> None:
-        for attempt in range(3):
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                return
-            except (OperationalError, IntegrityError) as exc:  # another process creating them
-                if attempt == 2:
-                    raise RolloutError(
-                        f"the rollout state store at {self.safe_url} is not usable: "
-                        f"{str(exc).splitlines()[0]}; check RIDECAST_STATE_URL"
-                    ) from exc
-                time.sleep(0.2 * (attempt + 1))
+        """Bring the database to the newest schema (Alembic; safe from many processes at once)."""
+        try:
+            migrate.upgrade(self.engine)
+        except Exception as exc:
+            raise RolloutError(
+                f"the rollout state store at {self.safe_url} is not usable: {first_line(exc)}; "
+                "check RIDECAST_STATE_URL"
+            ) from exc
 
     # --- rollouts ---
 
@@ -139,6 +90,7 @@ class RolloutStore:
                 f"rollout file: model: {state.model} already has an active rollout "
                 f"({existing.id if existing else '?'}); promote or abort it first"
             ) from exc
+        _count_transition(state)
         return state
 
     def get(self, rollout_id: str) -> RolloutState | None:
@@ -200,6 +152,7 @@ class RolloutStore:
                 f"rollout {state.id}: {state.model} already has another active rollout "
                 f"({existing.id if existing else '?'}); promote or abort it first"
             ) from exc
+        _count_transition(state)
         return state
 
     def _transition(
@@ -229,12 +182,67 @@ class RolloutStore:
             rows = conn.execute(query).fetchall()
         out = []
         for row in rows:
-            data = dict(row._mapping)
+            # Plain str keys: SQLAlchemy's are a str subclass, which orjson (the admin API) refuses.
+            data = {str(k): v for k, v in row._mapping.items()}
             if isinstance(data["figures"], str):
                 data["figures"] = json.loads(data["figures"])
             data.pop("id", None)
             out.append(data)
         return out
+
+    # --- the workers' reports ---
+
+    def report_worker(
+        self,
+        model: str,
+        *,
+        host: str,
+        worker: int,
+        pid: int,
+        rollout_id: str | None,
+        answering: str,
+        versions: list[str],
+        error: str | None,
+    ) -> None:
+        """Record what serving worker ``worker`` on ``host`` answers with now (one row each)."""
+        key = (workers.c.model == model) & (workers.c.host == host) & (workers.c.worker == worker)
+        values = {
+            "pid": pid,
+            "rollout_id": rollout_id,
+            "answering": answering,
+            "versions": ",".join(versions)[:256],
+            "error": error,
+            "ts": time.time(),
+        }
+        with self.engine.begin() as conn:
+            if conn.execute(update(workers).where(key).values(**values)).rowcount == 1:
+                return
+        try:
+            with self.engine.begin() as conn:
+                row = {"model": model, "host": host, "worker": worker, **values}
+                conn.execute(insert(workers).values(**row))
+        except IntegrityError:  # the same worker's report raced in first: update it
+            with self.engine.begin() as conn:
+                conn.execute(update(workers).where(key).values(**values))
+
+    def worker_reports(self, model: str, now: float | None = None) -> list[WorkerReport]:
+        """Every serving worker's last report for ``model``, with its age in seconds."""
+        now = time.time() if now is None else now
+        query = select(workers).where(workers.c.model == model).order_by(workers.c.worker)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).fetchall()
+        return [
+            WorkerReport(
+                worker=int(r.worker),
+                host=str(r.host),
+                rollout_id=r.rollout_id,
+                answering=str(r.answering),
+                versions=tuple(v for v in str(r.versions).split(",") if v),
+                error=r.error,
+                age_s=max(0.0, now - float(r.ts)),
+            )
+            for r in rows
+        ]
 
     # --- the lease ---
 
@@ -283,6 +291,10 @@ class RolloutStore:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+
+def _count_transition(state: RolloutState) -> None:
+    rollout_metrics().transitions.labels(state.model, state.id, state.strategy, state.phase).inc()
 
 
 def store_for(settings: Any) -> RolloutStore:

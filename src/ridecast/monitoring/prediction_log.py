@@ -26,12 +26,12 @@ import orjson
 from ridecast.monitoring import feedback as fb
 from ridecast.monitoring import migrate, schema
 from ridecast.monitoring.database import first_line, is_transient, make_engine, mask_url
-from ridecast.monitoring.metrics import MetricSet
+from ridecast.monitoring.metrics import log_metrics
 from ridecast.monitoring.records import PredictionBatch, rows_of
 
 log = logging.getLogger("ridecast.monitoring")
 
-ErrorKey = tuple[str, str, str, str | None, str]  # model, version, arm, rollout_id, source
+ErrorKey = tuple[str, str, str, str | None, str, str]  # model, version, arm, rollout, source, kind
 
 
 class PredictionLog:
@@ -48,7 +48,6 @@ class PredictionLog:
         *,
         flush_interval: float = 0.5,
         max_pending: int = 1_000_000,
-        metrics: MetricSet | None = None,
         max_pending_feedback: int = 100_000,
         feedback_grace: float = 10.0,
     ) -> None:
@@ -57,7 +56,7 @@ class PredictionLog:
         self.max_pending = max_pending
         self.max_pending_feedback = max_pending_feedback
         self.feedback_grace = feedback_grace
-        self.metrics = metrics
+        self.metrics = log_metrics()  # rows and feedback by state, in every mode
         self.engine = make_engine(url)
         self.metadata = schema.metadata
         self.predictions = schema.predictions
@@ -169,9 +168,12 @@ class PredictionLog:
         rollout_id: str | None,
         source: str,
         count: int = 1,
+        *,
+        kind: str = "failed",
     ) -> None:
-        """Count failed predictions; a flush writes one row per (model, version, arm, ...)."""
-        key = (model, version, arm, rollout_id, source)
+        """Count failed predictions (``kind="failed"``), or shadow copies dropped unasked
+        (``"dropped"``); a flush writes one row per (model, version, arm, ..., kind)."""
+        key = (model, version, arm, rollout_id, source, kind)
         with self._state:
             entry = self._pending_errors.get(key)
             if entry is None:
@@ -194,8 +196,7 @@ class PredictionLog:
             return
         with self._state:
             self._feedback_counts[state] += n
-        if self.metrics is not None:
-            self.metrics.feedback.inc((state,), n)
+        self.metrics.feedback.labels(state).inc(n)
 
     def _drop(self, n: int, why: str) -> None:
         with self._state:
@@ -205,8 +206,7 @@ class PredictionLog:
             log.warning(
                 "prediction log %s: dropped %d rows so far (%s)", self.safe_url, before + n, why
             )
-        if self.metrics is not None:
-            self.metrics.log_rows.inc(("dropped",), n)
+        self.metrics.rows.labels("dropped").inc(n)
 
     # --- the writer ---
 
@@ -315,8 +315,8 @@ class PredictionLog:
         with self._state:
             self._pending_rows -= n
             self.written += n
-        if self.metrics is not None and n:
-            self.metrics.log_rows.inc(("written",), n)
+        if n:
+            self.metrics.rows.labels("written").inc(n)
         return n
 
     def _reject(self, batch: PredictionBatch, exc: BaseException) -> None:

@@ -1,4 +1,5 @@
-"""The prediction log's tables, as the newest migration leaves them.
+"""ridecast's tables, as the newest migration leaves them: the prediction log's, and the rollout
+state store's (which shares the log's database by default).
 
 The migrations under ``migrations/versions`` are what creates and changes them in a database; these
 definitions are what the code reads and writes with, and a test checks that both agree.
@@ -7,7 +8,9 @@ definitions are what the code reads and writes with, and a test checks that both
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -16,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     text,
 )
 
@@ -77,8 +81,99 @@ prediction_errors = Table(
     Column("rollout_id", String(64)),
     Column("source", String(32), nullable=False),
     Column("count", Integer, nullable=False),
+    # failed: the version was asked and raised; dropped: a shadow copy the full queue turned
+    # away, never asked (migration 0006). Only failures count in a version's error rate.
+    Column("kind", String(16), nullable=False, server_default=text("'failed'")),
     Index("ix_prediction_errors_rollout_arm_ts", "rollout_id", "arm", "ts"),
     Index("ix_prediction_errors_model_version_ts", "model", "version", "ts"),
+)
+
+# The rollout state store (ridecast.control.store), migration 0005. Before it, the store made
+# these with create_all; the migration leaves tables it finds in place.
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(64), nullable=False),
+    Column("strategy", String(16), nullable=False),
+    Column("stable_version", String(32), nullable=False),
+    Column("candidate_version", String(32), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("weight", Integer, nullable=False),
+    Column("shadow_percent", Integer, nullable=False),
+    Column("preview", Boolean, nullable=False),
+    Column("step_started_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("memory", JSON, nullable=False),
+    # One active rollout per model (NULL when not active: NULLs never collide).
+    Column("active_model", String(64), nullable=True, unique=True),
+    Index("ix_rollouts_model_created", "model", "created_at"),
+)
+rollout_transitions = Table(
+    "rollout_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout_id", String(64), nullable=False, index=True),
+    Column("ts", Float, nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("weight", Integer, nullable=False),
+    Column("shadow_percent", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("figures", JSON, nullable=False),
+    Column("actor", String(128), nullable=False),
+)
+rollout_leases = Table(
+    "rollout_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+# What each indexed serving worker answers with, reported every few seconds while it follows a
+# rolling rollout: the evidence that a moved worker is ready before the next one moves.
+rollout_workers = Table(
+    "rollout_workers",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("host", String(128), primary_key=True),
+    Column("worker", Integer, primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("rollout_id", String(64)),
+    Column("answering", String(32), nullable=False),
+    Column("versions", String(256), nullable=False),  # every version it has loaded, comma-joined
+    Column("error", Text),  # why it does not serve what the rollout asks, if it knows
+    Column("ts", Float, nullable=False),
+)
+
+# What each batch run found, one row per taxi type, month, model, version and kind of run (a rerun
+# replaces its row): the dashboard's batch page reads it without the sink (migration 0004).
+batch_results = Table(
+    "batch_results",
+    metadata,
+    _row_id(),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("taxi_type", String(16), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("rows_read", BigInteger, nullable=False),
+    Column("rows_scored", BigInteger, nullable=False),
+    Column("rows_rejected", BigInteger, nullable=False),
+    Column("mean_prediction", Float),
+    Column("std_prediction", Float),
+    Column("rmse", Float),
+    Column("mae", Float),
+    # The run's whole record as JSON: rejects by reason, histograms, comparison or rollout split.
+    Column("details", Text, nullable=False),
+    Index("uq_batch_results_run", "taxi_type", "month", "model", "version", "kind", unique=True),
 )
 
 PREDICTION_COLUMNS = (
@@ -98,4 +193,7 @@ PREDICTION_COLUMNS = (
     "request_id",
 )
 FEEDBACK_COLUMNS = ("ts", "ride_id", "target", "actual")
-ERROR_COLUMNS = ("ts", "model", "version", "arm", "rollout_id", "source", "count")
+ERROR_COLUMNS = ("ts", "model", "version", "arm", "rollout_id", "source", "kind", "count")
+# prediction_errors.kind: a version asked and failing (its error rate), or a shadow copy dropped
+# unasked because the shadow queue was full (the shadow report's ``dropped``).
+FAILED_KIND, DROPPED_KIND = "failed", "dropped"

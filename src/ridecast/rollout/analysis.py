@@ -2,7 +2,9 @@
 
 Each figure needs its own data before it counts:
 
-- error rate and p99 latency: ``min_samples`` candidate requests;
+- error rate: ``min_samples`` predictions asked of the candidate, answered or failed (so a
+  candidate that fails every prediction fails the analysis, rather than having "no data");
+- p99 latency: ``min_samples`` candidate requests answered;
 - mean-prediction shift: ``min_samples`` requests on each version;
 - MAE ratio: ``min_samples`` feedback-joined rides on each version (or that many paired rides).
 
@@ -104,7 +106,13 @@ def judge(m: Measurements | None, t: Thresholds) -> Judgement:
     shift = mean_shift(m)
     traffic = c.requests >= n
     checks = [
-        _check("error_rate", c.error_rate, t.max_error_rate, traffic, f"{n} candidate requests"),
+        _check(
+            "error_rate",
+            c.error_rate,
+            t.max_error_rate,
+            c.attempts >= n,  # failed predictions count: a candidate that only fails has data
+            f"{n} candidate predictions asked (answered or failed)",
+        ),
         _check(
             "p99_latency_ms",
             c.p99_latency_ms,
@@ -167,7 +175,7 @@ def _too_little(missing: list[dict[str, Any]], s: ArmFigures, c: ArmFigures) -> 
     wants = "; ".join(f"{', '.join(names)} need {need}" for need, names in seen.items())
     return (
         f"too little data: {wants} (have stable {s.requests} requests / {s.joined} joined, "
-        f"candidate {c.requests} requests / {c.joined} joined)"
+        f"candidate {c.requests} requests / {c.errors} failed / {c.joined} joined)"
     )
 
 

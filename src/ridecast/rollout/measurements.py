@@ -17,7 +17,7 @@ class ArmFigures:
     version: str
     arm: str
     requests: int = 0  # predictions answered (or shadowed) by this version
-    errors: int = 0  # predictions that failed (HTTP 5xx, model errors)
+    errors: int = 0  # predictions this version was asked for and failed (model errors)
     p99_latency_ms: float | None = None
     mean_prediction: float | None = None
     joined: int = 0  # predictions with feedback (the ride finished)
@@ -25,8 +25,15 @@ class ArmFigures:
     abs_error_var: float | None = None  # sample variance of |prediction − actual|
 
     @property
+    def attempts(self) -> int:
+        """Predictions asked of this version: answered or failed."""
+        return self.requests + self.errors
+
+    @property
     def error_rate(self) -> float | None:
-        return None if self.requests == 0 else self.errors / self.requests
+        """Failed / asked: a version that only fails has rate 1, not "no data"."""
+        attempts = self.attempts
+        return None if attempts == 0 else self.errors / attempts
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +41,7 @@ class ArmFigures:
             "arm": self.arm,
             "requests": self.requests,
             "errors": self.errors,
+            "attempts": self.attempts,
             "error_rate": self.error_rate,
             "p99_latency_ms": self.p99_latency_ms,
             "mean_prediction": self.mean_prediction,
@@ -83,6 +91,30 @@ class ShadowFigures:
 
 
 @dataclass(frozen=True)
+class WorkerReport:
+    """What one indexed serving worker last said it answers with (rolling rollouts)."""
+
+    worker: int
+    host: str
+    rollout_id: str | None
+    answering: str  # the version every request to this worker gets now
+    versions: tuple[str, ...]  # what it has loaded
+    error: str | None  # why it does not serve what the rollout asks, when it knows
+    age_s: float  # seconds since it said so
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "host": self.host,
+            "rollout_id": self.rollout_id,
+            "answering": self.answering,
+            "versions": list(self.versions),
+            "error": self.error,
+            "age_s": round(self.age_s, 3),
+        }
+
+
+@dataclass(frozen=True)
 class Measurements:
     """What happened in one window ``[since, until]`` (unix seconds) of one rollout."""
 
@@ -92,9 +124,11 @@ class Measurements:
     candidate: ArmFigures
     paired: PairedFigures = field(default_factory=PairedFigures)
     shadow: ShadowFigures = field(default_factory=ShadowFigures)
+    # Rolling: the indexed serving workers' reports (from the state store, not the log).
+    workers: tuple[WorkerReport, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "since": self.since,
             "until": self.until,
             "stable": self.stable.to_dict(),
@@ -102,3 +136,6 @@ class Measurements:
             "paired": self.paired.to_dict(),
             "shadow": self.shadow.to_dict(),
         }
+        if self.workers:
+            out["worker_reports"] = [w.to_dict() for w in self.workers]
+        return out

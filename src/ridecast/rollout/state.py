@@ -18,6 +18,8 @@ ARMS: dict[str, tuple[str, str]] = {
     "rolling": ("stable", "candidate"),
 }
 SHADOW_ARM = "shadow"
+# The candidate answering the preview route or header (before it takes live traffic).
+PREVIEW_ARM = "preview"
 NO_ROLLOUT_ARM = "stable"
 
 

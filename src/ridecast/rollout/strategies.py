@@ -288,7 +288,7 @@ def _advance_ab(
         if (
             t.max_error_rate is not None
             and rate is not None
-            and c.requests >= t.min_samples
+            and c.attempts >= t.min_samples
             and rate > t.max_error_rate
         ):
             reason = f"A/B: b's error_rate {rate:.4g} > max {t.max_error_rate:.4g}"
@@ -322,6 +322,32 @@ def _advance_ab(
 # ---------------------------------------------------------------------------------- rolling
 
 
+# A worker's report older than this says nothing: it reports every 2 s while it follows a rolling
+# rollout, so a silent worker is gone (or stuck), not ready.
+WORKER_REPORT_STALE_S = 10.0
+
+
+def _not_ready(state: RolloutState, m: Measurements | None, moved: int) -> dict[int, str] | None:
+    """The moved workers (index → why) that do not say they serve the candidate. None when no
+    indexed worker reports at all: then only processes that split by share (stream consumers,
+    batch jobs, a one-process server) follow the rollout, and their traffic is the evidence."""
+    fresh = [w for w in (m.workers if m else ()) if w.age_s <= WORKER_REPORT_STALE_S]
+    if not fresh:
+        return None
+    why: dict[int, str] = {}
+    for i in range(moved):
+        mine = [w for w in fresh if w.worker == i]
+        if not mine:
+            why[i] = "has not reported"
+            continue
+        for w in mine:
+            if w.rollout_id != state.id or w.answering != state.candidate_version:
+                said = f"answers with v{w.answering}" + (f": {w.error}" if w.error else "")
+                why[i] = f"on {w.host} {said}"
+                break
+    return why
+
+
 def _advance_rolling(
     state: RolloutState, spec: RolloutSpec, m: Measurements | None, now: float
 ) -> Decision:
@@ -340,18 +366,30 @@ def _advance_rolling(
     elapsed = now - state.step_started_at
     if elapsed < r.interval:
         return _wait(state, f"rolling: {moved} of {r.workers} moved", figures)
-    if c is None or c.requests == 0:
+    not_ready = _not_ready(state, m, moved)
+    figures["not_ready"] = {str(i): why for i, why in (not_ready or {}).items()}
+    waiting = ""
+    if not_ready:
+        waiting = "; ".join(f"worker {i} {why}" for i, why in sorted(not_ready.items()))
+        waiting = f"not every moved worker serves v{state.candidate_version}: {waiting}"
+    elif c is None or c.requests == 0:
+        waiting = "the moved workers answered nothing"
+    if waiting:
         timeout = spec.analysis.timeout or max(3.0 * r.interval, 60.0)
         if elapsed >= timeout:
-            reason = f"rolling: inconclusive: the moved workers answered nothing in {elapsed:.0f}s"
+            reason = f"rolling: inconclusive after {elapsed:.0f}s: {waiting}; all on stable"
             return _halt(state, now, reason, figures)
-        return _wait(state, "rolling: waiting for the moved workers to answer", figures)
+        return _wait(state, f"rolling: waiting: {waiting}", figures)
+    evidence = "answered" if not_ready is None else "serve the candidate and answered"
     if moved >= r.workers:
         return _promote_decision(
-            state, now, f"rolling: all {r.workers} workers healthy: promoted", figures
+            state, now, f"rolling: all {r.workers} workers {evidence}, healthy: promoted", figures
         )
+    reason = (
+        f"rolling: moved worker {moved + 1} of {r.workers} (the {moved} moved before "
+        f"{evidence}, healthy)"
+    )
     moved += 1
-    reason = f"rolling: moved worker {moved} of {r.workers}"
     st = _set(
         state,
         now,

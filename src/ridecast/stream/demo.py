@@ -16,7 +16,6 @@ import numpy as np
 import orjson
 from rich.table import Table
 
-from ridecast.predictor import Predictor
 from ridecast.stream.broker import open_broker
 from ridecast.stream.consumer import ConsumerConfig, StreamConsumer
 from ridecast.stream.lambda_function import handle_records
@@ -70,8 +69,7 @@ def _run(ctx: Any, broker: Any, url: str, names: dict[str, str], outputs: dict[s
     examples = []
     summary: dict[str, Any] = {}
     for svc in SERVICES.values():
-        predictor = Predictor(ctx.registry.load(svc.default_model_uri))
-        predictor.warm()
+        predictor = ctx.registry.predictor(svc.default_model_uri)  # loaded and warmed
         source = names["ride_progress" if svc.progress else "ride_events"]
         config = ConsumerConfig.for_service(
             svc,
@@ -145,6 +143,6 @@ def _lambda(ctx: Any) -> None:
     event = {
         "Records": [{"kinesis": {"data": base64.b64encode(ride).decode(), "sequenceNumber": "1"}}]
     }
-    predictor = Predictor(ctx.registry.load("models:/ride-duration@champion"))
+    predictor = ctx.registry.predictor("models:/ride-duration@champion")
     answer = handle_records(event, predictor)
     ctx.console.print(f"lambda_handler(course test event) → {orjson.dumps(answer).decode()}")

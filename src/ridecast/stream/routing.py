@@ -13,7 +13,6 @@ candidate that fails live: its events are answered by the stable version (and sa
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +21,7 @@ import numpy as np
 
 from ridecast.control.follower import Deployment
 from ridecast.monitoring import PredictionBatch
-from ridecast.rollout.router import BUCKETS, Route, Router
+from ridecast.rollout.router import Route, Router, ride_keys
 from ridecast.rollout.state import SHADOW_ARM
 from ridecast.stream.events import EventBatch
 from ridecast.stream.services import Answer, Service
@@ -108,53 +107,17 @@ def assign(
     deployment: Deployment, ride_ids: list[Any]
 ) -> tuple[dict[tuple[str, str], list[int]], dict[str, list[int]]]:
     """Each ride's live (version, arm) and shadow version, as ``deployment.route(None, ride_id)``
-    decides them, for a whole batch at once: event positions by live route and by shadow version.
-
-    The same seeded BLAKE2b buckets as :func:`ridecast.rollout.router.bucket`, five times
-    faster: the keyed hasher is built once per batch and copied per ride (copying a keyed state
-    gives the same digest as keying afresh). Rides without an id take the router itself."""
-    state, router = deployment.state, deployment.router
-    assert state is not None
-    cut = max(0, min(100, state.weight)) * (BUCKETS // 100)
-    shadow_cut = max(0, min(100, state.shadow_percent)) * (BUCKETS // 100)
-    seed = (router.rollout_id or "").encode()[:64]
-    live_hasher = hashlib.blake2b(digest_size=8, key=seed).copy
-    shadow_hasher = hashlib.blake2b(digest_size=8, key=seed, salt=b"shadow").copy
-    number = int.from_bytes
-    candidate: list[int] = []
-    stable: list[int] = []
-    shadowed: list[int] = []
-    others: list[tuple[int, Route]] = []
-    for i, ride_id in enumerate(ride_ids):
-        if ride_id is None or ride_id == "":
-            others.append((i, deployment.route(None, ride_id)))
-            continue
-        key = f"r:{ride_id}".encode("utf-8", "surrogatepass")
-        h = live_hasher()
-        h.update(key)
-        if number(h.digest(), "big") % BUCKETS < cut:
-            candidate.append(i)
-            continue
-        stable.append(i)
-        if shadow_cut:
-            h = shadow_hasher()
-            h.update(key)
-            if number(h.digest(), "big") % BUCKETS < shadow_cut:
-                shadowed.append(i)
+    decides them, for a whole batch at once (:meth:`Router.route_many`): event positions by live
+    route and by shadow version, each in input order."""
+    router = deployment.router
+    split = router.route_many(ride_keys(ride_ids))
     live: dict[tuple[str, str], list[int]] = {}
+    for route, index in ((router.candidate, split.candidate), (router.stable, split.stable)):
+        if len(index):
+            live[(route.version, route.arm)] = index.tolist()
     shadow: dict[str, list[int]] = {}
-    for route, index in ((router.candidate, candidate), (router.stable, stable)):
-        if index:
-            live[(route.version, route.arm)] = index
-    if shadowed:
-        shadow[router.candidate.version] = shadowed
-    for i, r in others:  # rare: merge them in, keeping each list in input order
-        live.setdefault((r.version, r.arm), []).append(i)
-        if r.shadow_version is not None:
-            shadow.setdefault(r.shadow_version, []).append(i)
-    if others:
-        live = {k: sorted(v) for k, v in live.items()}
-        shadow = {k: sorted(v) for k, v in shadow.items()}
+    if len(split.shadowed):
+        shadow[router.candidate.version] = split.shadowed.tolist()
     return live, shadow
 
 

@@ -2,7 +2,8 @@
 
 Read top to bottom, a request goes: body → protocol adapter (validated rides) → model slot
 (micro-batched for single rides) → protocol adapter (response body). Metrics are a dict update
-per request; the prediction log is a queue append per model call.
+per request (added to prometheus_client every second); the prediction log is a queue append per
+model call.
 
 ``POST /predict`` is the hot path: :class:`RidecastApp` answers it in plain ASGI, in front of the
 FastAPI app that serves every other route and the OpenAPI page (where ``/predict`` is documented
@@ -14,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,8 +30,10 @@ from fastapi.responses import Response
 
 from ridecast import __version__
 from ridecast.control.store import store_for
+from ridecast.dashboard.app import create_dashboard
 from ridecast.errors import ModelError
-from ridecast.monitoring import MetricSet, PredictionLog
+from ridecast.monitoring import PredictionLog
+from ridecast.monitoring.metrics import RequestTally, exposition, web_metrics
 from ridecast.registry import ModelRef, Registry, parse_model_uri
 from ridecast.settings import Settings, get_settings
 from ridecast.web import admin, lifecycle, validation
@@ -64,7 +67,6 @@ class ServingProcess:
         settings: Settings,
         *,
         registry: Registry | None = None,
-        metrics_share_dir: Path | None = None,
         worker: int | None = None,
     ) -> None:
         self.settings = settings
@@ -73,18 +75,22 @@ class ServingProcess:
         self.refs = parse_model_refs(settings.serve_models)
         self.max_rides = settings.serve_max_rides
         self.max_body = settings.serve_max_body_bytes
-        self.metrics = MetricSet(share_dir=metrics_share_dir)
+        self.tally = RequestTally()
+        # Set (by `ridecast serve --workers N`) when the workers share their metrics.
+        self.metrics_dir = settings.metrics_multiprocess_dir
         self.prediction_log: PredictionLog | None = None
         self.store = store_for(settings)
-        self.shadow = ShadowRunner(self.metrics, None, maxsize=settings.shadow_queue_size)
-        self.following = settings.serve_watch_interval > 0
-        interval = min(settings.serve_watch_interval or 1.0, settings.rollout_follow_interval)
+        self.shadow = ShadowRunner(web_metrics(), None, maxsize=settings.shadow_queue_size)
+        # Every process follows its models' rollouts; the watch interval paces only the alias
+        # checks between rollout changes, and 0 turns those off (no hot reload of a moved alias).
+        watch, follow = settings.serve_watch_interval, settings.rollout_follow_interval
+        interval = min(watch, follow) if watch > 0 else follow
         self.slots: dict[str, ModelSlot] = {}
         for ref in self.refs:
             self.slots[ref.name] = ModelSlot(
                 ref,
                 self.registry,
-                metrics=self.metrics,
+                tally=self.tally,
                 prediction_log=None,
                 store=self.store,
                 shadow=self.shadow,
@@ -92,7 +98,7 @@ class ServingProcess:
                 max_batch_size=settings.serve_max_batch_size,
                 max_batch_time=settings.serve_max_batch_time_ms / 1000.0,
                 follow_interval=interval,
-                alias_interval=settings.serve_watch_interval or interval,
+                alias_interval=watch if watch > 0 else math.inf,
                 worker=worker,
             )
         self.default = self.slots[self.refs[0].name]
@@ -109,23 +115,20 @@ class ServingProcess:
         for slot in self.slots.values():
             if not slot.ready:
                 slot.load()
-        self.prediction_log = PredictionLog(
-            self.settings.resolved_prediction_log_url, metrics=self.metrics
-        ).start()
+        self.prediction_log = PredictionLog(self.settings.resolved_prediction_log_url).start()
         if self.settings.serve_log_predictions:
             for slot in self.slots.values():
                 slot.prediction_log = self.prediction_log
             self.shadow.prediction_log = self.prediction_log
         self.shadow.start()
-        if self.following:
-            for slot in self.slots.values():
-                slot.start_following()
+        for slot in self.slots.values():
+            slot.start_following()
         if self.settings.rollout_controller:
             from ridecast.control.controller import Controller
 
             self.controller = Controller(self.settings, self.registry, self.store)
             self.controller.start()
-        self.metrics.start_exporting()
+        self.tally.start()
         lifecycle.DRAIN_HOOKS.append(self.begin_drain)
         self.started = True
         # What start-up built (MLflow, numpy, the models) lives as long as the process: moved out
@@ -150,7 +153,7 @@ class ServingProcess:
         self.shadow.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()
-        self.metrics.stop_exporting()
+        self.tally.stop()
 
     @property
     def ready(self) -> bool:
@@ -354,7 +357,7 @@ class RidecastApp:
     def __init__(self, service: ServingProcess, api: FastAPI) -> None:
         self.service = service
         self.api = api
-        self.metrics = service.metrics
+        self.tally = service.tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -405,7 +408,7 @@ class RidecastApp:
             }
         )
         await send({"type": "http.response.body", "body": content})
-        self.metrics.record_request("/predict", status, version, time.perf_counter() - started)
+        self.tally.record_request("/predict", status, version, time.perf_counter() - started)
 
 
 def _with_path_parameters(path: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -453,7 +456,7 @@ def build_api(service: ServingProcess) -> FastAPI:
         "Protocol v2 (`/v2/...`). Bad input gets 422/413 naming the row and field.",
         lifespan=lifespan,
     )
-    metrics = service.metrics
+    tally = service.tally
 
     def done(
         endpoint: str,
@@ -462,7 +465,7 @@ def build_api(service: ServingProcess) -> FastAPI:
         content: bytes | dict[str, Any],
         version: str = "",
     ) -> Response:
-        metrics.record_request(endpoint, status, version, time.perf_counter() - started)
+        tally.record_request(endpoint, status, version, time.perf_counter() - started)
         return _json(status, content)
 
     def unknown_model(name: str) -> str:
@@ -578,7 +581,11 @@ def build_api(service: ServingProcess) -> FastAPI:
 
     @api.get("/metrics", tags=["health"], summary="Prometheus metrics of all workers")
     async def metrics_route() -> Response:
-        content = await asyncio.to_thread(metrics.render)
+        def render() -> bytes:
+            tally.flush()  # this worker's latest requests; the others' are at most 1 s old
+            return exposition(service.metrics_dir)
+
+        content = await asyncio.to_thread(render)
         return Response(content, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/", include_in_schema=False)
@@ -644,7 +651,7 @@ def build_api(service: ServingProcess) -> FastAPI:
         slot, error = v2_slot(request.path_params["name"], request.path_params.get("version"))
         if slot is None:
             assert error is not None
-            metrics.record_request("/v2/infer", 404, "", time.perf_counter() - started)
+            tally.record_request("/v2/infer", 404, "", time.perf_counter() - started)
             return error
         header = request.headers.get("inference-header-content-length")
         try:
@@ -671,6 +678,9 @@ def build_api(service: ServingProcess) -> FastAPI:
         return done("/v2/infer", started, 200, content, version)
 
     admin.add_routes(api, service)
+    # The dashboard's pages and JSON over this service's log and rollout state (its queries run
+    # on the thread pool, off the event loop that answers predictions).
+    api.mount("/dashboard", create_dashboard(service.settings, registry=service.registry))
 
     tag: list[str | Enum] = ["Open Inference Protocol v2"]
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
@@ -734,7 +744,6 @@ def create_app(
     settings: Settings | None = None,
     *,
     registry: Registry | None = None,
-    metrics_share_dir: Path | None = None,
     worker: int | None = None,
 ) -> RidecastApp:
     """The ASGI app for ``settings.serve_models``. Models load at startup (ASGI lifespan), or
@@ -743,7 +752,6 @@ def create_app(
     service = ServingProcess(
         settings or get_settings(),
         registry=registry,
-        metrics_share_dir=metrics_share_dir,
         worker=worker,
     )
     return RidecastApp(service, build_api(service))
@@ -751,10 +759,8 @@ def create_app(
 
 def worker_app() -> RidecastApp:
     """The app factory each ``--workers N`` process runs. Workers of one server share metrics
-    through files under ``<home>/run/serve-<supervisor pid>``."""
+    through prometheus_client's multiprocess folder, which the supervisor set
+    (``PROMETHEUS_MULTIPROC_DIR``, read by the settings)."""
     settings = get_settings()
-    share = settings.home.resolve() / "run" / f"serve-{os.getppid()}"
     index = os.environ.get(lifecycle.WORKER_INDEX_ENV)
-    return create_app(
-        settings, metrics_share_dir=share, worker=int(index) if index is not None else None
-    )
+    return create_app(settings, worker=int(index) if index is not None else None)

@@ -66,14 +66,16 @@ def demo_step(ctx: Any) -> None:
         state = ops.start(settings, CANARY, registry=ctx.registry, store=store, actor="demo")
         console.print(f"[bold]ridecast rollout start[/] canary.yaml → {state.id}")
         seen = 0
+        step = 0  # the step each transition ran: the one the rollout was at before it
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             history = store.history(state.id)
             for row in history[seen:]:
                 console.print(
-                    f"  step {row['step']}  weight {row['weight']:>3}%  "
+                    f"  step {step}  weight {row['weight']:>3}%  "
                     f"[cyan]{row['phase']:<12}[/] {row['reason']}"
                 )
+                step = row["step"]
             seen = len(history)
             current = store.get(state.id)
             if current is not None and not current.active:

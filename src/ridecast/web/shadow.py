@@ -1,7 +1,8 @@
 """Shadow traffic off the request path: copies of live requests answered by the candidate.
 
 The request handler only appends a job to a bounded queue (a full queue drops the job and counts
-it) and wakes nothing: one worker thread drains the queue every few milliseconds (a wake-up per
+it, in Prometheus and in the prediction log, where the shadow report's ``dropped`` comes from)
+and wakes nothing: one worker thread drains the queue every few milliseconds (a wake-up per
 job would cost the event loop a thread switch per batch), predicts with the candidate and writes
 the answers to the prediction log with arm ``shadow``, paired with the live answers by request
 id. Callers never wait for, or see, a shadow answer, and a failing shadow never fails a live
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ridecast.features import RideArrays
-from ridecast.monitoring import MetricSet, PredictionBatch, PredictionLog
+from ridecast.monitoring import PredictionBatch, PredictionLog
+from ridecast.monitoring.metrics import WebMetrics
+from ridecast.monitoring.schema import DROPPED_KIND
 from ridecast.rollout.state import SHADOW_ARM
 
 if TYPE_CHECKING:
@@ -55,9 +58,9 @@ class ShadowRunner:
     """A bounded queue and one thread that answers shadow jobs."""
 
     def __init__(
-        self, metrics: MetricSet, prediction_log: PredictionLog | None, maxsize: int = 10_000
+        self, metrics: WebMetrics, prediction_log: PredictionLog | None, maxsize: int = 10_000
     ) -> None:
-        self.metrics = metrics
+        self.copies = metrics.shadow  # shadow copies by model, version and result
         self.prediction_log = prediction_log
         self.maxsize = maxsize
         self._jobs: deque[ShadowJob] = deque()  # append/popleft are atomic: no lock, no wake
@@ -73,7 +76,17 @@ class ShadowRunner:
         if len(self._jobs) >= self.maxsize:
             n = len(job.request_ids)
             self.dropped += n
-            self.metrics.shadow.inc((job.model, job.predictor.version, "dropped"), n)
+            self.copies.labels(job.model, job.predictor.version, "dropped").inc(n)
+            if self.prediction_log is not None:  # a counter bump: the shadow report reads it
+                self.prediction_log.log_errors(
+                    job.model,
+                    job.predictor.version,
+                    SHADOW_ARM,
+                    job.rollout_id,
+                    job.source,
+                    n,
+                    kind=DROPPED_KIND,
+                )
             return False
         job.queued = time.perf_counter()
         job.at = job.at or time.time()
@@ -135,7 +148,7 @@ class ShadowRunner:
             predictions = job.predictor.predict_arrays(job.arrays)
         except Exception as exc:
             self.failed += n
-            self.metrics.shadow.inc((job.model, version, "failed"), n)
+            self.copies.labels(job.model, version, "failed").inc(n)
             message = f"{type(exc).__name__}: {exc}"
             if message != self._last_error:
                 log.warning("shadow v%s failed (live answers unaffected): %s", version, message)
@@ -146,7 +159,7 @@ class ShadowRunner:
                 )
             return
         self.answered += n
-        self.metrics.shadow.inc((job.model, version, "answered"), n)
+        self.copies.labels(job.model, version, "answered").inc(n)
         if self.prediction_log is None:
             return
         now = time.perf_counter()

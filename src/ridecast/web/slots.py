@@ -4,7 +4,11 @@ A :class:`ModelSlot` owns a :class:`~ridecast.control.follower.Follower` (the al
 rollout, the loaded versions and the router) and one micro-batcher per version. A request reads
 ``follower.current`` once, asks its router which version answers (and which one shadows), and
 waits on that version's batcher, so a micro-batch never mixes versions. A list request is split
-by ride between versions and each answer says which version gave it.
+by ride between versions (:meth:`~ridecast.rollout.router.Router.route_many`) and each answer
+says which version gave it. When a candidate fails on live traffic, the stable version answers
+those requests instead (and says so); the failures are logged against the candidate's arm, where
+the rollout's analysis counts them. Requests that asked for the candidate by name (the preview
+route, ``/versions/{v}``) get its error.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from ridecast.control.follower import Deployment, Follower
 from ridecast.errors import ModelError
 from ridecast.features import RideArrays
 from ridecast.modelref import ModelRef
-from ridecast.monitoring import MetricSet, PredictionBatch, PredictionLog
+from ridecast.monitoring import PredictionBatch, PredictionLog
+from ridecast.monitoring.metrics import RequestTally, retire
 from ridecast.rollout.router import Route, routing_key
+from ridecast.rollout.state import PREVIEW_ARM
 from ridecast.web.batching import AdaptiveBatcher
 from ridecast.web.shadow import ShadowJob, ShadowRunner
 from ridecast.web.validation import InvalidInput
@@ -38,6 +44,7 @@ log = logging.getLogger("ridecast.web")
 
 _request_ids = itertools.count(1)
 _PID = os.getpid()
+DIRECT_ARM = "direct"  # a request for a version by number (/v2/models/{name}/versions/{v})
 
 
 def _next_request_id() -> str:
@@ -56,6 +63,7 @@ class RideRequest:
     arrived: float  # perf_counter
     route: Route
     rollout_id: str | None
+    answered_by: str = ""  # set when another version than the routed one answered
 
 
 class NotLoaded(Exception):
@@ -70,7 +78,7 @@ class ModelSlot:
         ref: ModelRef,
         registry: Registry,
         *,
-        metrics: MetricSet,
+        tally: RequestTally,
         prediction_log: PredictionLog | None,
         store: RolloutStore | None = None,
         shadow: ShadowRunner | None = None,
@@ -84,7 +92,8 @@ class ModelSlot:
         self.ref = ref
         self.name = ref.name
         self.registry = registry
-        self.metrics = metrics
+        self.tally = tally
+        self._model_info = tally.metrics.model_info
         self.prediction_log = prediction_log
         self.shadow = shadow
         self.follower = Follower(
@@ -105,6 +114,7 @@ class ModelSlot:
             tuple[str, str], tuple[Predictor, AdaptiveBatcher[RideRequest, float]]
         ] = {}
         self._target = ""
+        self._fallback_said: str | None = None
 
     # --- state ---
 
@@ -158,9 +168,9 @@ class ModelSlot:
         if old is not None:
             for version in old.predictors:
                 if version not in new.predictors:
-                    self.metrics.model_info.remove((self.name, version))
+                    retire(self._model_info, (self.name, version), 0)  # 0: no longer loaded
         for version in new.predictors:
-            self.metrics.model_info.set((self.name, version), 1.0)
+            self._model_info.labels(self.name, version).set(1)
 
     def _batcher(self, predictor: Predictor, arm: str) -> AdaptiveBatcher[RideRequest, float]:
         key = (predictor.version, arm)
@@ -184,7 +194,7 @@ class ModelSlot:
                 "preview",
                 status=404,
             )
-        return candidate, Route(candidate.version, "preview")
+        return candidate, Route(candidate.version, PREVIEW_ARM)
 
     # --- prediction (on the event loop) ---
 
@@ -209,7 +219,7 @@ class ModelSlot:
             pu, do, distance, ride_id, user_id, started, route, deployment.rollout_id
         )
         value = await self._batcher(predictor, route.arm).predict(request)
-        return value, predictor.version
+        return value, request.answered_by or predictor.version
 
     def _predict_items(self, predictor: Predictor, items: Sequence[RideRequest]) -> list[float]:
         """The micro-batcher's model call: many single-ride requests of one version."""
@@ -220,13 +230,17 @@ class ModelSlot:
             distance=np.fromiter((i.distance for i in items), dtype=np.float64, count=n),
         )
         first = items[0]
+        arm = first.route.arm
         try:
             predictions = predictor.predict_arrays(arrays)
-        except Exception:
-            self._log_errors(predictor.version, first.route.arm, first.rollout_id, n)
-            raise
+        except Exception as exc:
+            self._log_errors(predictor.version, arm, first.rollout_id, n)
+            predictor, arm = self._instead_of(predictor, arm, exc)
+            predictions = predictor.predict_arrays(arrays)
+            for item in items:
+                item.answered_by = predictor.version
         version = predictor.version
-        self.metrics.record_batch(self.name, version, predictions)
+        self.tally.record_batch(self.name, version, predictions)
         shadowed = [k for k, i in enumerate(items) if i.route.shadow_version is not None]
         request_ids: list[Any] | None = None
         if shadowed:
@@ -250,7 +264,7 @@ class ModelSlot:
                     [(now - i.arrived) * 1000.0 for i in items],
                     [i.ride_id for i in items],
                     [i.user_id for i in items],
-                    arm=first.route.arm,
+                    arm=arm,
                     rollout_id=first.rollout_id,
                     request_ids=request_ids,
                 )
@@ -316,16 +330,15 @@ class ModelSlot:
                         status=404,
                     )
                 predictor = found
-                route = Route(predictor.version, "direct")
-            values = self._predict_group(
+                route = Route(predictor.version, DIRECT_ARM)
+            return self._predict_group(
                 predictor, route, arrays, source, started, ride_ids, user_ids, deployment
             )
-            return values, predictor.version
         router = deployment.router
         if router.state is None or (ride_ids is None and user_ids is None):
             # No rollout, or nothing to key rides by: the whole request goes one way.
             route = router.route(None)
-            values = self._predict_group(
+            return self._predict_group(
                 deployment.predictors[route.version],
                 route,
                 arrays,
@@ -336,32 +349,35 @@ class ModelSlot:
                 deployment,
                 shadow=None if route.shadow_version is None else [True] * n,
             )
-            return values, route.version
-        keys = [
-            routing_key(
-                user_ids[i] if user_ids is not None else None,
-                ride_ids[i] if ride_ids is not None else None,
-            )
-            for i in range(n)
-        ]
-        routes = [router.route(k) for k in keys]
+        split = router.route_many(
+            [
+                routing_key(
+                    user_ids[i] if user_ids is not None else None,
+                    ride_ids[i] if ride_ids is not None else None,
+                )
+                for i in range(n)
+            ]
+        )
         out = np.empty(n, dtype=np.float64)
-        versions = [r.version for r in routes]
-        for group_version in sorted(set(versions)):
-            index = np.asarray([i for i, v in enumerate(versions) if v == group_version])
-            group_routes = [routes[i] for i in index.tolist()]
-            sub = arrays.take(index)
-            out[index] = self._predict_group(
-                deployment.predictors[group_version],
-                group_routes[0],
-                sub,
+        versions = [""] * n
+        for route, index in ((router.stable, split.stable), (router.candidate, split.candidate)):
+            if not len(index):
+                continue
+            picked = index.tolist()
+            values, answered = self._predict_group(
+                deployment.predictors[route.version],
+                route,
+                arrays.take(index),
                 source,
                 started,
-                None if ride_ids is None else [ride_ids[i] for i in index.tolist()],
-                None if user_ids is None else [user_ids[i] for i in index.tolist()],
+                None if ride_ids is None else [ride_ids[i] for i in picked],
+                None if user_ids is None else [user_ids[i] for i in picked],
                 deployment,
-                shadow=[r.shadow_version is not None for r in group_routes],
+                shadow=np.isin(index, split.shadowed).tolist() if len(split.shadowed) else None,
             )
+            out[index] = values
+            for i in picked:
+                versions[i] = answered
         return out, versions
 
     def _predict_group(
@@ -375,13 +391,16 @@ class ModelSlot:
         user_ids: Sequence[Any] | None,
         deployment: Deployment,
         shadow: list[bool] | None = None,
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, str]:
+        """One version's answers to a group of rides, and the version that gave them."""
+        arm = route.arm
         try:
             predictions = predictor.predict_arrays(arrays)
-        except Exception:
-            self._log_errors(predictor.version, route.arm, deployment.rollout_id, len(arrays))
-            raise
-        self.metrics.record_batch(self.name, predictor.version, predictions)
+        except Exception as exc:
+            self._log_errors(predictor.version, arm, deployment.rollout_id, len(arrays))
+            predictor, arm = self._instead_of(predictor, arm, exc)
+            predictions = predictor.predict_arrays(arrays)
+        self.tally.record_batch(self.name, predictor.version, predictions)
         request_ids: list[Any] | None = None
         if shadow is not None and any(shadow) and self.shadow is not None:
             n = len(arrays)
@@ -421,12 +440,35 @@ class ModelSlot:
                     (time.perf_counter() - started) * 1000.0,
                     ride_ids,
                     user_ids,
-                    arm=route.arm,
+                    arm=arm,
                     rollout_id=deployment.rollout_id,
                     request_ids=request_ids,
                 )
             )
-        return predictions
+        return predictions, predictor.version
+
+    def _instead_of(self, failed: Predictor, arm: str, exc: Exception) -> tuple[Predictor, str]:
+        """The stable version and its arm, to answer live requests the candidate failed on:
+        no caller sees a candidate's failure. Re-raises ``exc`` when the stable version itself
+        failed, or when the request asked for this version by name (preview, version route)."""
+        deployment = self.follower.current
+        stable = deployment.stable
+        if stable.version == failed.version or arm in (PREVIEW_ARM, DIRECT_ARM):
+            raise exc
+        said = f"{type(exc).__name__}: {exc}"
+        if said != self._fallback_said:  # once per distinct error, not once per batch
+            self._fallback_said = said
+            log.warning(
+                "%s v%s failed on live requests (%s): v%s answered them instead; the failures "
+                "count against v%s's %s arm",
+                self.name,
+                failed.version,
+                said,
+                stable.version,
+                failed.version,
+                arm,
+            )
+        return stable, deployment.router.stable.arm
 
     def _log_errors(self, version: str, arm: str, rollout_id: str | None, n: int) -> None:
         if self.prediction_log is not None:
