@@ -76,10 +76,9 @@ class Rides:
     def from_month(cls, path: Path, limit: int = 50_000) -> Rides:
         """The rides of a TLC month file that a model would see (training filters), with the
         duration each really took."""
-        from ridecast.data.readers import filter_training, read_trips
+        from ridecast.data.readers import filter_training_rows, read_trips
 
-        df = filter_training(read_trips(path))
-        df = df[df["trip_distance"].between(0.0, 100.0)].head(limit)
+        df = filter_training_rows(read_trips(path)).head(limit)
         return cls(
             df["PULocationID"].to_numpy(np.int64),
             df["DOLocationID"].to_numpy(np.int64),

@@ -40,8 +40,11 @@ DIRT: dict[int, str] = {
     11: "pickup_outside_month",  # device clock years back
     12: "pickup_outside_month",  # next month
     13: "missing_zone",  # null zone AND negative distance: the first reason wins
+    14: "distance_out_of_range",  # 5,000 miles: an odometer error, refused by every mode
+    15: "distance_out_of_range",  # infinite
 }
-HUGE_DISTANCE_ROW = 14  # 5,000 miles: absurd but scoreable, so it is scored, not dropped
+LONG_RIDE_ROW = 16  # 499 miles: absurd but within what every mode scores, so it is scored
+PLAIN_ROWS = 17  # rows 0..16 are a plain 10-minute ride apart from their one injected dirt
 
 
 def _uncached(trained: Trained) -> Registry:
@@ -92,20 +95,18 @@ def make_dirty_month(rows: int = 3000, seed: int = 7) -> pa.Table:
     table = synthesize_month(TaxiType.GREEN, MONTH, rows, seed=seed)
     ok_pickup = datetime(2025, 2, 10, 12, 0)
     # Give the dirty rows a plain 10-minute ride first, so only the injected dirt counts.
-    plain = dict.fromkeys(range(15), ok_pickup)
+    plain = dict.fromkeys(range(PLAIN_ROWS), ok_pickup)
     table = _set(table, "lpep_pickup_datetime", plain)
     table = _set(
         table,
         "lpep_dropoff_datetime",
-        {row: datetime(2025, 2, 10, 12, 10) for row in range(15)},
+        {row: datetime(2025, 2, 10, 12, 10) for row in range(PLAIN_ROWS)},
     )
-    table = _set(table, "PULocationID", {r: 74 for r in range(15)} | {0: None, 2: 0, 13: None})
-    table = _set(table, "DOLocationID", {r: 75 for r in range(15)} | {1: None, 3: 300})
-    table = _set(
-        table,
-        "trip_distance",
-        {r: 2.5 for r in range(15)} | {4: float("nan"), 5: None, 6: -1.2, 13: -3.0, 14: 5000.0},
-    )
+    rows = range(PLAIN_ROWS)
+    table = _set(table, "PULocationID", dict.fromkeys(rows, 74) | {0: None, 2: 0, 13: None})
+    table = _set(table, "DOLocationID", dict.fromkeys(rows, 75) | {1: None, 3: 300})
+    dirt = {4: float("nan"), 5: None, 6: -1.2, 13: -3.0, 14: 5000.0, 15: float("inf"), 16: 499.0}
+    table = _set(table, "trip_distance", dict.fromkeys(rows, 2.5) | dirt)
     table = _set(table, "lpep_pickup_datetime", {7: None})
     table = _set(
         table,
@@ -126,7 +127,7 @@ def make_dirty_month(rows: int = 3000, seed: int = 7) -> pa.Table:
         "lpep_dropoff_datetime",
         {11: datetime(2011, 2, 10, 12, 10), 12: datetime(2025, 3, 1, 0, 15)},
     )
-    return table  # rows after 14 keep the synthetic month's own (realistic) dirt
+    return table  # rows from PLAIN_ROWS on keep the synthetic month's own (realistic) dirt
 
 
 @pytest.fixture
@@ -155,6 +156,8 @@ def expected_reasons(table: pa.Table) -> np.ndarray:
             out.append("missing_distance")
         elif dist < 0:
             out.append("negative_distance")
+        elif dist > 500:  # infinity too
+            out.append("distance_out_of_range")
         elif not 1 <= (dropoff - pickup).total_seconds() / 60 <= 60:
             out.append("duration_out_of_range")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,14 +73,21 @@ def test_cli_backfill_prints_one_line_per_month_and_fails_plainly(
     assert score.returncode == 0, score.stderr
     assert "rows read" in score.stdout and "RMSE against actual" in score.stdout
 
+    # A folder whose name holds brackets: a month's error names it, and prints it whole.
+    source = tmp_path / "tlc [copy]"
+    source.mkdir()
+    for month in ("2025-01", "2025-02"):
+        name = f"green_tripdata_{month}.parquet"
+        (source / name).symlink_to(trained.data_dir / name)
     args = ["batch", "backfill", "--from", "2025-01", "--to", "2025-03", "--sink", sink]
-    result = _ridecast(args, trained)
+    result = _ridecast([*args, "--source", str(source)], trained)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("2025-01  scored") for line in lines), result.stdout
     assert any(line.startswith("2025-02  skipped") for line in lines), result.stdout
-    assert any(line.startswith("2025-03  failed") for line in lines), result.stdout
+    (failed,) = [line for line in lines if line.startswith("2025-03  failed")]
+    assert str(source / "green_tripdata_2025-03.parquet") in failed, result.stdout
     assert "1 of 3 months failed (2025-03)" in " ".join(result.stderr.split())
 
 
@@ -116,3 +124,13 @@ def test_cli_help() -> None:
         )
         assert result.returncode == 0
         assert "--sink" in result.stdout or "backfill" in result.stdout
+    # Help is Rich markup: a "[default: …]" written in a help text must survive it.
+    result = subprocess.run(
+        [sys.executable, "-m", "ridecast", "batch", "score", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert "[default: 250000; env RIDECAST_BATCH_CHUNK_ROWS]" in result.stdout
+    assert "[default: local[*], or the one spark-submit was given]" in result.stdout

@@ -20,7 +20,7 @@ from ridecast.features import prepare_features
 from ridecast.predictor import Predictor
 
 from ..conftest import Trained
-from .conftest import DIRT, HUGE_DISTANCE_ROW, MONTH, expected_reasons, make_dirty_month
+from .conftest import DIRT, LONG_RIDE_ROW, MONTH, expected_reasons, make_dirty_month
 
 GREEN = TaxiType.GREEN
 
@@ -63,7 +63,7 @@ def test_dirty_month_every_row_is_scored_or_rejected_with_its_reason(
     )
     for row, reason in DIRT.items():
         assert reason_of.get(row) == reason, row
-    assert HUGE_DISTANCE_ROW not in reason_of
+    assert LONG_RIDE_ROW not in reason_of
     expected = expected_reasons(source)
     for reason in REJECT_REASONS:
         assert summary.rejected[reason] == int((expected == reason).sum()), reason

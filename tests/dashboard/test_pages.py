@@ -12,8 +12,8 @@ import pytest
 
 from ridecast.control.measure import measure
 from ridecast.control.store import RolloutStore
-from ridecast.dashboard.rollouts import FAR_APART_MINUTES
 from ridecast.monitoring.database import shared_engine
+from ridecast.rollout.measurements import FAR_APART_MINUTES
 from tests.dashboard.conftest import World
 
 pytestmark = pytest.mark.timeout(300)

@@ -40,15 +40,15 @@ def test_the_course_event_decodes() -> None:
         (
             b'{"ride_id": 7, "ride": {"PULocationID": "130", "DOLocationID": 1, '
             b'"trip_distance": 1}}',
-            "must be an integer zone id, got str",
+            "field 'ride.PULocationID' must be a TLC zone id, an integer in 1..265; got str '130'",
         ),
         (
             b'{"ride_id": 7, "ride": {"PULocationID": 999, "DOLocationID": 1, "trip_distance": 1}}',
-            "TLC zone id 1..265, got 999",
+            "an integer in 1..265 (264 or 265 where the zone is unknown); got 999",
         ),
         (
             b'{"ride_id": 7, "ride": {"PULocationID": 1, "DOLocationID": 1, "trip_distance": -2}}',
-            "'ride.trip_distance' must be between 0 and 500, got -2",
+            "'ride.trip_distance' must be a finite number of miles in 0..500; got -2",
         ),
         (
             b'{"ride_id": true, "ride": {"PULocationID": 1, "DOLocationID": 1, '

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from ridecast.rides import MAX_TRIP_DISTANCE
 from ridecast.web import validation
-from ridecast.web.validation import MAX_TRIP_DISTANCE, InvalidInput
+from ridecast.web.validation import InvalidInput
 
 
 def test_a_valid_ride_passes_with_ids_echoed() -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,7 +47,7 @@ SinkOption = Annotated[
     typer.Option(
         "--sink",
         help="A folder (parquet under taxi_type=/year=/month=) or a database URL "
-        "(sqlite:///scores.db, postgresql+psycopg://user@host/db). [default: <home>/predictions]",
+        "(sqlite:///scores.db, postgresql+psycopg://user@host/db). \\[default: <home>/predictions]",
         show_default=False,
     ),
 ]
@@ -54,7 +55,7 @@ SinkTableOption = Annotated[
     str | None,
     typer.Option(
         "--sink-table",
-        help="Predictions table. [default: ride_predictions; with --candidate ride_comparisons; "
+        help="Predictions table. \\[default: ride_predictions; with --candidate ride_comparisons; "
         "following a rollout ride_rollout_predictions]",
         show_default=False,
     ),
@@ -69,7 +70,7 @@ ChunkOption = Annotated[
         min=100,
         max=5_000_000,
         help="Rows read, scored and written at a time; bounds memory. "
-        "[default: 250000; env RIDECAST_BATCH_CHUNK_ROWS]",
+        "\\[default: 250000; env RIDECAST_BATCH_CHUNK_ROWS]",
         show_default=False,
     ),
 ]
@@ -87,7 +88,7 @@ CacheOption = Annotated[
     typer.Option(
         "--model-cache/--no-model-cache",
         help="Reuse this version's model from <home>/cache/models (the registry still picks "
-        "the version). [default: on; env RIDECAST_BATCH_MODEL_CACHE]",
+        "the version). \\[default: on; env RIDECAST_BATCH_MODEL_CACHE]",
         show_default=False,
     ),
 ]
@@ -114,7 +115,7 @@ LogOption = Annotated[
     typer.Option(
         "--log-predictions/--no-log-predictions",
         help="Write every answer to the prediction log (with version, arm, rollout id). "
-        "[default: on with --candidate or when following a rollout, else off]",
+        "\\[default: on with --candidate or when following a rollout, else off]",
         show_default=False,
     ),
 ]
@@ -131,7 +132,7 @@ MasterOption = Annotated[
     typer.Option(
         "--master",
         help="Spark master URL for --engine spark (local[2], spark://host:7077, yarn, "
-        "k8s://…). [default: local[*], or the one spark-submit was given]",
+        "k8s://…). \\[default: local[*], or the one spark-submit was given]",
         show_default=False,
     ),
 ]
@@ -162,7 +163,7 @@ def score(
             "--source",
             help="A TLC parquet file, a folder holding the month's TLC file, a glob of files, or "
             "a database URL (sqlite:///trips.db, postgresql+psycopg://…). "
-            "[default: the month's file in the data folder]",
+            "\\[default: the month's file in the data folder]",
             show_default=False,
         ),
     ] = None,
@@ -235,6 +236,7 @@ def score(
     target = _open_sink(settings, sink, _table(sink_table, plan), rejects_table)
     console.print(
         f"scoring {kind.value} {when} with {_describe(plan)} from {trips} into {target}",
+        markup=False,  # paths and globs may hold brackets
         highlight=False,
     )
     log = _open_log(settings, plan, log_predictions)
@@ -274,7 +276,7 @@ def backfill_command(
         typer.Option(
             "--source",
             help="A folder of TLC month files or a database URL; each month is taken from it. "
-            "[default: the data folder]",
+            "\\[default: the data folder]",
             show_default=False,
         ),
     ] = None,
@@ -311,7 +313,7 @@ def backfill_command(
     def report(outcome: MonthOutcome) -> None:
         from ridecast.batch.report import month_line
 
-        console.print(month_line(outcome), highlight=False)
+        console.print(month_line(outcome), markup=False, highlight=False)  # errors name paths
         if outcome.summary is not None and outcome.status == "scored":
             _publish_metrics(settings, outcome.summary)
 
@@ -385,6 +387,7 @@ def _backfill_local(
     console.print(
         f"backfill {kind.value} {months[0]}..{months[-1]} ({len(months)} months) with "
         f"{_describe(plan)} into {target}",
+        markup=False,
         highlight=False,
     )
     rows = chunk_rows or settings.batch_chunk_rows
@@ -552,7 +555,9 @@ def _publish_metrics(settings: Settings, summary: ScoreSummary) -> None:
     try:
         went = publish_run(summary, settings)
     except OSError as exc:
-        console.print(f"[yellow]warning:[/] the run's metrics were not published: {exc}")
+        console.print(
+            f"[yellow]warning:[/] the run's metrics were not published: {escape(str(exc))}"
+        )
         return
     if went:
-        console.print(f"metrics published to {', '.join(went)}", highlight=False)
+        console.print(f"metrics published to {', '.join(went)}", markup=False, highlight=False)

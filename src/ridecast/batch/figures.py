@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-FAR_APART_MINUTES = 2.0  # the shadow report's threshold: answers more than 2 minutes apart
+from ridecast.rollout.measurements import FAR_APART_MINUTES
 
 
 @dataclass

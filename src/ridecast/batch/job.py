@@ -26,30 +26,30 @@ from ridecast.batch.plan import ChunkScores, ScoringPlan
 from ridecast.batch.sinks import MonthWriter, Sink
 from ridecast.batch.sources import TripChunk, TripSource
 from ridecast.data.schema import Month, TaxiType
-from ridecast.data.zones import VALID_ZONE_IDS
 from ridecast.errors import DataError, ModelError
 from ridecast.features import RideArrays
-from ridecast.monitoring.batch_results import DurationHistogram
 from ridecast.predictor import Predictor
+from ridecast.rides import distances_in_range, in_zone_table
 
 if TYPE_CHECKING:
+    # Not at run time: every Spark Python worker imports this module, and the dashboard's
+    # records (SQLAlchemy, Alembic) cost it most of a second.
     from ridecast.batch.predlog import BatchLog
-    from ridecast.monitoring.batch_results import BatchResults
+    from ridecast.monitoring.batch_results import BatchResults, DurationHistogram
 
 # Why a row is not scored, in the order they are checked.
 REJECT_REASONS: tuple[str, ...] = (
     "missing_time",  # pickup or dropoff time is null
     "pickup_outside_month",  # the record belongs to another month (clock errors)
     "missing_zone",  # PULocationID or DOLocationID is null
-    "unknown_zone",  # a zone id that is not a TLC zone (1..265)
+    "unknown_zone",  # a zone id that is not in the TLC zone table (ridecast.rides)
     "missing_distance",  # trip_distance is null or NaN
     "negative_distance",
+    "distance_out_of_range",  # above MAX_TRIP_DISTANCE (500 miles) or infinite: an odometer error
     "duration_out_of_range",  # not a ride as the course defines it: 1..60 minutes
 )
 MIN_DURATION, MAX_DURATION = 1.0, 60.0
 _MICROS_PER_MINUTE = 60_000_000
-_ZONE_OK = np.zeros(max(VALID_ZONE_IDS) + 1, dtype=bool)
-_ZONE_OK[sorted(VALID_ZONE_IDS)] = True
 
 
 @dataclass
@@ -318,7 +318,8 @@ def check_rides(
     max_duration: float = MAX_DURATION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row: 0 if the model can score it, else 1 + the index of its reason; and the duration
-    in minutes (meaningless where the times are missing)."""
+    in minutes (meaningless where the times are missing). Zones and distance follow
+    :mod:`ridecast.rides`, as the web service and the stream consumers do."""
     pickup_us = chunk.pickup.view(np.int64)
     minutes = (chunk.dropoff.view(np.int64) - pickup_us) / _MICROS_PER_MINUTE
     start = np.datetime64(month.start, "us")
@@ -327,9 +328,10 @@ def check_rides(
         np.isnat(chunk.pickup) | np.isnat(chunk.dropoff),
         (chunk.pickup < start) | (chunk.pickup >= end),
         np.isnan(chunk.pu) | np.isnan(chunk.do),
-        ~(_known_zone(chunk.pu) & _known_zone(chunk.do)),
+        ~(in_zone_table(chunk.pu) & in_zone_table(chunk.do)),
         np.isnan(chunk.distance),
         chunk.distance < 0,
+        ~distances_in_range(chunk.distance),
         ~((minutes >= min_duration) & (minutes <= max_duration)),
     )
     reasons = np.zeros(len(chunk), dtype=np.int8)
@@ -337,12 +339,6 @@ def check_rides(
     for code in range(len(checks), 0, -1):
         reasons[checks[code - 1]] = code
     return reasons, minutes
-
-
-def _known_zone(ids: np.ndarray) -> np.ndarray:
-    inside = (ids >= 0) & (ids < _ZONE_OK.size)  # False for NaN
-    index = np.where(inside, ids, 0).astype(np.int64)
-    return inside & (index == ids) & _ZONE_OK[index]
 
 
 def reject_table(key: MonthKey, chunk: TripChunk, reasons: np.ndarray) -> pa.Table:
@@ -419,6 +415,8 @@ def tally(
 ) -> None:
     """Add one chunk's rows to the summary: ``reasons`` for every row read (0 = scored),
     ``actual`` and ``scores`` for the scored ones."""
+    from ridecast.monitoring.batch_results import DurationHistogram
+
     predicted = scores.predicted
     summary.rows_read += int(reasons.shape[0])
     summary.rows_scored += int(predicted.shape[0])

@@ -1,4 +1,8 @@
-"""What a batch run tells the person who ran it: the closing summary, as text and Rich tables."""
+"""What a batch run tells the person who ran it: the closing summary, as text and Rich tables.
+
+Lines that carry paths, URLs or error messages are printed with ``markup=False`` (or escaped):
+a ``[bracket]`` in them is text, not Rich markup.
+"""
 
 from __future__ import annotations
 
@@ -56,16 +60,20 @@ def print_summary(console: Console, summary: ScoreSummary, sink: DirectorySink |
         console.print(
             f"  prediction log: {s.logged['written']:,} rows written, {s.logged['dropped']:,} "
             f"dropped, {s.logged['seconds']:.1f}s, into {s.logged['url']}",
+            markup=False,
             highlight=False,
         )
     if isinstance(sink, DirectorySink):
         key = s.key or MonthKey(s.taxi_type, s.month, s.model_name, s.model_version, s.run_id)
         console.print(
-            f"  → {sink.output(key)} (predictions, rejects and run record)", highlight=False
+            f"  → {sink.output(key)} (predictions, rejects and run record)",
+            markup=False,
+            highlight=False,
         )
     else:
         console.print(
             f"  → {sink} (rejects in {sink.rejects_table}, run in ride_batch_runs)",
+            markup=False,
             highlight=False,
         )
 

@@ -55,7 +55,7 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model name (e.g. ride-duration) or rollout id. [default: the one active rollout]",
+        help="Model name (e.g. ride-duration) or rollout id. \\[default: the one active rollout]",
         show_default=False,
     ),
 ]

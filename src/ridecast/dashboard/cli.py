@@ -20,7 +20,7 @@ def dashboard(
             "--db",
             help="SQLAlchemy URL of the prediction log (with the batch results and, unless "
             "RIDECAST_STATE_URL says otherwise, the rollout state). "
-            "[default: RIDECAST_PREDICTION_LOG_URL, else sqlite:///<home>/predictions.db]",
+            "\\[default: RIDECAST_PREDICTION_LOG_URL, else sqlite:///<home>/predictions.db]",
             show_default=False,
         ),
     ] = None,

@@ -25,12 +25,11 @@ from ridecast.monitoring.schema import feedback, predictions
 from ridecast.monitoring.schema import rollouts as rollouts_table
 from ridecast.rollout import strategies
 from ridecast.rollout.analysis import ab_figures, shadow_report
+from ridecast.rollout.measurements import FAR_APART_MINUTES
 from ridecast.rollout.spec import spec_of
 from ridecast.rollout.state import SHADOW_ARM, RolloutState
 from ridecast.rollout.stats import two_sample_sequence
 
-# Answers more than this far apart "differ": the shadow report's threshold (share_over_2_min).
-FAR_APART_MINUTES = 2.0
 SCATTER_POINTS = 1500  # the most recent pairs drawn; the share that differ counts every pair
 SEQUENCE_POINTS = 80
 RECENT = 20

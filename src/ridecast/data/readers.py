@@ -21,7 +21,8 @@ column                        dtype                  meaning
 Zone ids are nullable integers (not float64) so ``str(PULocationID)`` is ``"130"``, as the
 course's ``PU_DO`` feature expects; use ``.to_numpy("float64", na_value=np.nan)`` for arithmetic.
 Dirty rows are kept: :func:`filter_training` applies the course's cleaning, and
-:func:`filter_training_rows` adds the model's input limits (both zones, 0-100 miles).
+:func:`filter_training_rows` adds the model's input limits (both zone ids in the zone table,
+0-100 miles).
 
 Column names are matched whatever their letter case (``PUlocationID``, ``airport_fee``,
 ``dropOff_datetime``); older files' dtypes (double zone ids, nanosecond timestamps) are converted.
@@ -54,6 +55,7 @@ from ridecast.data.schema import (
     parse_taxi_type,
 )
 from ridecast.errors import DataError
+from ridecast.rides import in_zone_table
 from ridecast.urls import mask_url
 
 Source = str | os.PathLike[str]
@@ -81,7 +83,8 @@ _US_PER_MINUTE = 60_000_000
 # Integer key columns a SQL table may carry; the first one found orders the rows.
 _SQL_KEYS = ("source_row", "ride_id", "id", "index")
 _DTYPES_EXPECTED = "expected TLC dtypes (timestamps for times, numbers for ids and amounts)"
-# Miles; longer "rides" in TLC files are odometer glitches, and would dominate a least-squares fit.
+# Miles; longer "rides" in TLC files are mostly odometer glitches, and would dominate a
+# least-squares fit. Narrower on purpose than what a model scores (rides.MAX_TRIP_DISTANCE).
 MAX_TRIP_MILES = 100.0
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _GLOB_CHARS = frozenset("*?[")
@@ -200,12 +203,18 @@ def filter_training(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def filter_model_inputs(df: pd.DataFrame) -> pd.DataFrame:
-    """Rides whose inputs a model is trained for: both zone ids present and ``0 <= trip_distance
-    <= MAX_TRIP_MILES``. Needs no duration, so it fits logged requests as well as trip files.
+    """Rides whose inputs a model is trained for: both zone ids in the zone table (the rule of
+    :mod:`ridecast.rides`, which every mode scores by) and ``0 <= trip_distance <=
+    MAX_TRIP_MILES``. Needs no duration, so it fits logged requests as well as trip files.
     Keeps index and columns."""
-    keep = df["PULocationID"].notna() & df["DOLocationID"].notna()
-    keep &= df["trip_distance"].between(0.0, MAX_TRIP_MILES)
-    return df.loc[keep.fillna(False).to_numpy(dtype=bool)]
+
+    def floats(column: str) -> np.ndarray:
+        return df[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    miles = floats("trip_distance")
+    keep = in_zone_table(floats("PULocationID")) & in_zone_table(floats("DOLocationID"))
+    keep &= (miles >= 0.0) & (miles <= MAX_TRIP_MILES)
+    return df.loc[keep]
 
 
 def filter_training_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -52,7 +52,7 @@ def prefect(
         typer.Option(
             "--source",
             help="A folder of TLC month files or a database URL, where each run finds its month. "
-            "[default: the data folder of the machine that runs the flow]",
+            "\\[default: the data folder of the machine that runs the flow]",
             show_default=False,
         ),
     ] = None,
@@ -61,7 +61,7 @@ def prefect(
         typer.Option(
             "--sink",
             help="A folder (parquet under taxi_type=/year=/month=) or a database URL. "
-            "[default: <home>/predictions of the machine that runs the flow]",
+            "\\[default: <home>/predictions of the machine that runs the flow]",
             show_default=False,
         ),
     ] = None,

@@ -33,7 +33,7 @@ Where this differs from Evidently, and why (docs/monitoring.md has the measureme
   categories, about 0.13 for 2,000 requests over 240 zones.
 - K-S flags at p < 0.05 like the others (Evidently's K-S flags at p <= 0.05).
 
-Only the rows a model would see count: both zones present and 0-100 miles
+Only the rows a model would see count: both zone ids in the zone table and 0-100 miles
 (:func:`ridecast.data.readers.filter_model_inputs`; for trip files, the whole training filter).
 Real TLC files carry odometer readings of thousands of miles; they would inflate the reference
 std that the Wasserstein distance is divided by, and hide a 1.5x shift of every distance.
@@ -302,7 +302,8 @@ def compare(
     """Drift of ``columns`` from ``reference`` to ``current``.
 
     Frames that have the three feature columns are first cut to the rows a model would see
-    (both zones present, 0-100 miles); then each column drops its NaN and infinite values.
+    (both zone ids in the zone table, 0-100 miles); then each column drops its NaN and infinite
+    values.
     The zone columns are categorical, every other column numeric. Raises DataError when a frame
     lacks a column or has no rows left to compare.
     """

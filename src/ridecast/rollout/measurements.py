@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Two versions' answers for one ride "differ" when more than this many minutes apart: the
+# shadow report's share_over_2_min, the batch comparison's and the dashboard's.
+FAR_APART_MINUTES = 2.0
+
 
 @dataclass(frozen=True)
 class ArmFigures:
@@ -72,7 +76,7 @@ class ShadowFigures:
     mean_abs_diff: float | None = None
     mean_signed_diff: float | None = None  # shadow − live
     correlation: float | None = None
-    share_over_2_min: float | None = None
+    share_over_2_min: float | None = None  # of pairs more than FAR_APART_MINUTES apart
     p95_abs_diff: float | None = None
     shadow_p99_latency_ms: float | None = None
     dropped: int = 0

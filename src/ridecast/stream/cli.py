@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ridecast.errors import RidecastError
 from ridecast.urls import mask_url
@@ -51,7 +52,8 @@ def _open(url: str | None) -> Broker:
 def _log(message: str) -> None:
     import time
 
-    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
+    # Escaped: messages carry broker errors and stream names, not Rich markup.
+    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", highlight=False)
 
 
 @stream_app.command("produce")
@@ -116,7 +118,7 @@ def produce_command(
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task(f"→ {stream}", total=len(rides))
+        task = bar.add_task(f"→ {escape(stream)}", total=len(rides))  # shown as markup
         result = produce(
             target,
             rides,
@@ -131,7 +133,8 @@ def produce_command(
     )
     console.print(
         f"sent {result.events:,} ride events to {stream}{extra} in {result.seconds:.1f}s "
-        f"({result.rate:,.0f} events/s)"
+        f"({result.rate:,.0f} events/s)",
+        markup=False,
     )
 
 
@@ -161,7 +164,8 @@ def status_command(
     infos = target.info(names)
     if not infos:
         console.print(
-            f"no ridecast streams on {mask_url(target.url)} yet; try `ridecast stream produce`"
+            f"no ridecast streams on {mask_url(target.url)} yet; try `ridecast stream produce`",
+            markup=False,
         )
         return
     table = Table("stream", "entries", "newest", "group", "consumers", "pending", "lag")
@@ -172,13 +176,13 @@ def status_command(
             age = f"{max(now_ms - int(info.last_id.split('-')[0]), 0) / 1000:,.1f}s ago"
         style = "red" if info.name.endswith(":dead-letter") and info.length else None
         if not info.groups:
-            table.add_row(info.name, f"{info.length:,}", age, "", "", "", "", style=style)
+            table.add_row(escape(info.name), f"{info.length:,}", age, "", "", "", "", style=style)
         for i, g in enumerate(info.groups):
             table.add_row(
-                info.name if i == 0 else "",
+                escape(info.name) if i == 0 else "",
                 f"{info.length:,}" if i == 0 else "",
                 age if i == 0 else "",
-                g.name,
+                escape(g.name),
                 str(g.consumers),
                 f"{g.pending:,}",
                 "?" if g.lag is None else f"{g.lag:,}",
@@ -216,7 +220,7 @@ def dedupe_command(
         raise RidecastError(
             f"stream {stream!r} on {mask_url(target.url)} is empty or does not exist"
         )
-    with console.status(f"scanning {total:,} records of {stream}"):
+    with console.status(f"scanning {total:,} records of {escape(stream)}"):
         result = dedupe_stream(target, stream, into=into, delete=delete)
     done = []
     if into:
@@ -226,7 +230,8 @@ def dedupe_command(
     console.print(
         f"{stream}: {result.scanned:,} records, {result.unique:,} unique, "
         f"{result.duplicates:,} duplicates, {result.unreadable:,} not ridecast outputs"
-        + ("; " + "; ".join(done) if done else "")
+        + ("; " + "; ".join(done) if done else ""),
+        markup=False,
     )
 
 

@@ -19,7 +19,8 @@ keys: ``{"model": …, "version": "2", "prediction": {…}, "arm": "canary", "ro
 
 An event that cannot be predicted is *poison*: :func:`decode_batch` returns it with a reason
 that names the ride, the field, what was expected and what arrived, and the consumer sends it to
-the dead-letter stream instead of stopping.
+the dead-letter stream instead of stopping. Which rides can be predicted is
+:mod:`ridecast.rides`' rule, the web's and the batch job's too.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ridecast.data.zones import MAX_ZONE_ID
 from ridecast.features import RideArrays
+from ridecast.rides import RideProblem, ride_inputs, trip_distance, zone_id
 from ridecast.stream.broker import Message
 
-MAX_TRIP_DISTANCE = 500.0  # miles; longer "trips" in TLC data are meter errors
 MAX_ELAPSED_MINUTES = 24 * 60.0
 
 
@@ -85,26 +85,15 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-def _zone(ride_id: Any, ride: dict[str, Any], key: str, where: str = "ride") -> int:
-    if key not in ride:
-        raise PoisonEvent(f"ride {ride_id!r}: missing field '{where}.{key}' (a zone id)")
-    value = ride[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PoisonEvent(
-            f"ride {ride_id!r}: field '{where}.{key}' must be an integer zone id, "
-            f"got {_describe(value)}"
-        )
-    if isinstance(value, float) and not value.is_integer():
-        raise PoisonEvent(
-            f"ride {ride_id!r}: field '{where}.{key}' must be an integer, got {value}"
-        )
-    zone = int(value)
-    if not 1 <= zone <= MAX_ZONE_ID:
-        raise PoisonEvent(
-            f"ride {ride_id!r}: field '{where}.{key}' must be a TLC zone id 1..{MAX_ZONE_ID}, "
-            f"got {zone}"
-        )
-    return zone
+def _poison(ride_id: Any, where: str, problem: RideProblem) -> PoisonEvent:
+    return PoisonEvent(f"ride {ride_id!r}: field '{where}.{problem.field}' {problem.detail}")
+
+
+def _ride(ride_id: Any, ride: dict[str, Any]) -> tuple[int, int, float]:
+    try:
+        return ride_inputs(ride)
+    except RideProblem as problem:
+        raise _poison(ride_id, "ride", problem) from None
 
 
 def _number(ride_id: Any, obj: dict[str, Any], key: str, where: str, upper: float) -> float:
@@ -151,20 +140,13 @@ def _event(payload: bytes | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
 def decode_ride(payload: bytes | None) -> tuple[Any, int, int, float]:
     """(ride_id, PULocationID, DOLocationID, trip_distance) of a ride event, or PoisonEvent."""
     ride_id, ride, _ = _event(payload)
-    return (
-        ride_id,
-        _zone(ride_id, ride, "PULocationID"),
-        _zone(ride_id, ride, "DOLocationID"),
-        _number(ride_id, ride, "trip_distance", "ride", MAX_TRIP_DISTANCE),
-    )
+    return (ride_id, *_ride(ride_id, ride))
 
 
 def decode_progress(payload: bytes | None) -> tuple[Any, int, int, float, float, float, int]:
     """A ride-progress event → (ride_id, pu, do, distance, elapsed, covered, current zone or -1)."""
     ride_id, ride, event = _event(payload)
-    pu = _zone(ride_id, ride, "PULocationID")
-    do = _zone(ride_id, ride, "DOLocationID")
-    distance = _number(ride_id, ride, "trip_distance", "ride", MAX_TRIP_DISTANCE)
+    pu, do, distance = _ride(ride_id, ride)
     progress = event.get("progress")
     if not isinstance(progress, dict):
         got = "nothing" if progress is None else _describe(progress)
@@ -173,10 +155,15 @@ def decode_progress(payload: bytes | None) -> tuple[Any, int, int, float, float,
             f"distance_covered, got {got}"
         )
     elapsed = _number(ride_id, progress, "elapsed_minutes", "progress", MAX_ELAPSED_MINUTES)
-    covered = _number(ride_id, progress, "distance_covered", "progress", MAX_TRIP_DISTANCE)
+    if "distance_covered" not in progress:
+        raise PoisonEvent(f"ride {ride_id!r}: missing field 'progress.distance_covered' (miles)")
     current = -1
-    if progress.get("current_location_id") is not None:
-        current = _zone(ride_id, progress, "current_location_id", "progress")
+    try:
+        covered = trip_distance(progress["distance_covered"], "distance_covered")
+        if progress.get("current_location_id") is not None:
+            current = zone_id(progress["current_location_id"], "current_location_id")
+    except RideProblem as problem:
+        raise _poison(ride_id, "progress", problem) from None
     return ride_id, pu, do, distance, elapsed, covered, current
 
 
@@ -191,23 +178,14 @@ def decode_batch(
     loads = orjson.loads
     for message in messages:
         if not progress:
-            # Fast path for the common, well-formed ride event; anything unusual (including
-            # valid variants such as 130.0 for a zone id) takes the careful path below.
+            # Fast path for a well-formed ride event; anything else takes the careful path
+            # below, which names what is wrong.
             try:
                 event = loads(message.payload)  # type: ignore[arg-type]
-                ride = event["ride"]
-                pu, do = ride["PULocationID"], ride["DOLocationID"]
-                distance, ride_id = ride["trip_distance"], event["ride_id"]
-                if (
-                    type(pu) is int
-                    and type(do) is int
-                    and 0 < pu <= MAX_ZONE_ID
-                    and 0 < do <= MAX_ZONE_ID
-                    and (type(distance) is float or type(distance) is int)
-                    and 0.0 <= distance <= MAX_TRIP_DISTANCE
-                    and (type(ride_id) is int or type(ride_id) is str)
-                ):
-                    rows.append((ride_id, pu, do, float(distance)))
+                ride_id = event["ride_id"]
+                if type(ride_id) is int or type(ride_id) is str:
+                    pu, do, distance = ride_inputs(event["ride"])
+                    rows.append((ride_id, pu, do, distance))
                     good.append(message)
                     continue
             except Exception:  # the careful path below names the problem

@@ -79,32 +79,26 @@ def rides_from_frame(
 ) -> tuple[Rides, int]:
     import pandas as pd
 
-    from ridecast.data.zones import MAX_ZONE_ID
-    from ridecast.stream.events import MAX_TRIP_DISTANCE
+    from ridecast.rides import scorable
 
-    pu = pd.to_numeric(df["PULocationID"], errors="coerce")
-    do = pd.to_numeric(df["DOLocationID"], errors="coerce")
-    dist = pd.to_numeric(df["trip_distance"], errors="coerce")
-    valid = (
-        pu.between(1, MAX_ZONE_ID) & do.between(1, MAX_ZONE_ID) & dist.between(0, MAX_TRIP_DISTANCE)
-    ).fillna(False)
-    keep = np.ones(len(df), dtype=bool) if dirty else valid.to_numpy(dtype=bool)
+    def floats(column: str) -> np.ndarray:
+        values = pd.to_numeric(df[column], errors="coerce")
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+    pu, do, dist = floats("PULocationID"), floats("DOLocationID"), floats("trip_distance")
+    keep = np.ones(len(df), dtype=bool) if dirty else scorable(pu, do, dist)
     skipped = int(len(df) - keep.sum())
     rows = np.flatnonzero(keep)
     if limit is not None:
         rows = rows[:limit]
     source_row = df["source_row"].to_numpy() if "source_row" in df else np.arange(len(df))
-    duration = (
-        pd.to_numeric(df["duration"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        if "duration" in df
-        else np.full(len(df), np.nan)
-    )
+    duration = floats("duration") if "duration" in df else np.full(len(df), np.nan)
     return (
         Rides(
             ride_ids=[f"{id_prefix}/{r}" for r in source_row[rows].tolist()],
-            pu=pu.to_numpy(dtype=np.float64, na_value=np.nan)[rows],
-            do=do.to_numpy(dtype=np.float64, na_value=np.nan)[rows],
-            distance=dist.to_numpy(dtype=np.float64, na_value=np.nan)[rows],
+            pu=pu[rows],
+            do=do[rows],
+            distance=dist[rows],
             duration=duration[rows],
         ),
         skipped,

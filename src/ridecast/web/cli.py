@@ -31,7 +31,7 @@ def serve(
             "-m",
             help="Model to serve: models:/NAME@ALIAS, models:/NAME/VERSION or NAME. Repeat to "
             "serve several (ride-duration, ride-tip, ride-cost); the first answers /predict and "
-            "/invocations. [default: models:/ride-duration@champion; env RIDECAST_SERVE_MODELS]",
+            "/invocations. \\[default: models:/ride-duration@champion; env RIDECAST_SERVE_MODELS]",
             show_default=False,
         ),
     ] = None,
@@ -46,7 +46,7 @@ def serve(
             "-w",
             min=1,
             help="Worker processes, each with its own copy of the models. "
-            "[default: 2; env RIDECAST_SERVE_WORKERS]",
+            "\\[default: 2; env RIDECAST_SERVE_WORKERS]",
             show_default=False,
         ),
     ] = None,
@@ -54,13 +54,13 @@ def serve(
         bool | None,
         typer.Option(
             "--batching/--no-batching",
-            help="Coalesce concurrent single-ride requests into one model call. [default: on]",
+            help="Coalesce concurrent single-ride requests into one model call. \\[default: on]",
             show_default=False,
         ),
     ] = None,
     max_batch_size: Annotated[
         int | None,
-        typer.Option("--max-batch-size", min=1, help="Largest micro-batch. [default: 256]"),
+        typer.Option("--max-batch-size", min=1, help="Largest micro-batch. \\[default: 256]"),
     ] = None,
     max_batch_time_ms: Annotated[
         float | None,
@@ -68,7 +68,7 @@ def serve(
             "--max-batch-time-ms",
             min=0.0,
             help="Longest a request waits for companions, in ms. 0 batches only requests that "
-            "arrive together and adds no latency. [default: 0]",
+            "arrive together and adds no latency. \\[default: 0]",
         ),
     ] = None,
     watch_interval: Annotated[
@@ -77,7 +77,7 @@ def serve(
             "--watch-interval",
             min=0.0,
             help="Seconds between registry alias checks for hot reload; 0 turns it off. "
-            "[default: 2]",
+            "\\[default: 2]",
         ),
     ] = None,
     log_predictions: Annotated[
@@ -85,7 +85,7 @@ def serve(
         typer.Option(
             "--log-predictions/--no-log-predictions",
             help="Write every prediction to the prediction log (RIDECAST_PREDICTION_LOG_URL; "
-            "default SQLite in the home directory). [default: on]",
+            "default SQLite in the home directory). \\[default: on]",
             show_default=False,
         ),
     ] = None,
@@ -96,7 +96,7 @@ def serve(
             min=0.0,
             help="After SIGTERM, keep serving this many seconds with /health/ready false (so a "
             "load balancer can stop sending), then finish in-flight requests and exit. "
-            "[default: 0]",
+            "\\[default: 0]",
         ),
     ] = None,
     access_log: Annotated[

@@ -1,8 +1,9 @@
 """Request validation: hand-rolled checks fast enough for the hot path, errors that name the field.
 
-A ride needs ``PULocationID`` and ``DOLocationID`` (TLC zone ids, 1..265 as in the zone table)
-and ``trip_distance`` (miles, finite, 0 ≤ d ≤ :data:`MAX_TRIP_DISTANCE`). ``ride_id`` and
-``user_id`` are optional strings or integers, echoed back. Other fields are ignored.
+A ride is what :mod:`ridecast.rides` says the model can score: ``PULocationID`` and
+``DOLocationID`` (ids of the TLC zone table) and ``trip_distance`` (finite miles, 0 ≤ d ≤
+:data:`~ridecast.rides.MAX_TRIP_DISTANCE`). ``ride_id`` and ``user_id`` are optional strings or
+integers, echoed back. Other fields are ignored.
 
 Errors use FastAPI's shape, ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``, where
 ``loc`` is ``["body", <row>, <field>]`` for lists, so a client knows which ride and which field.
@@ -17,15 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ridecast.data.zones import MAX_ZONE_ID, VALID_ZONE_IDS
 from ridecast.features import RideArrays
+from ridecast.rides import FIELDS, RideProblem, field_value, ride_inputs, ride_problems
 
-# Longer than any taxi ride in the TLC data that is not a meter error (the longest real trips
-# are about 200 miles); larger values are rejected rather than extrapolated.
-MAX_TRIP_DISTANCE = 500.0
-MIN_ZONE_ID = min(VALID_ZONE_IDS)
 MAX_ERRORS = 20  # per response: enough to fix a request, short enough to read
-ZONE_FIELDS = ("PULocationID", "DOLocationID")
 ID_FIELDS = ("ride_id", "user_id")
 MAX_ID_LENGTH = 128
 
@@ -55,38 +51,6 @@ def problem(loc: Loc, msg: str, kind: str) -> dict[str, Any]:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def zone_id(value: Any, loc: Loc) -> int:
-    """A TLC zone id; integral floats (``10.0``) are accepted, strings and booleans are not."""
-    if type(value) is int:
-        if value in VALID_ZONE_IDS:
-            return value
-    elif type(value) is float and value.is_integer() and int(value) in VALID_ZONE_IDS:
-        return int(value)
-    name = loc[-1]
-    if type(value) in (int, float):
-        msg = (
-            f"{name} must be a TLC zone id, an integer in {MIN_ZONE_ID}..{MAX_ZONE_ID}; "
-            f"got {_shown(value)}"
-        )
-        return _raise(loc, msg, "zone_range")
-    return _raise(loc, f"{name} must be an integer zone id; got {_shown(value)}", "int_type")
-
-
-def trip_distance(value: Any, loc: Loc) -> float:
-    if type(value) is float or type(value) is int:
-        d = float(value)
-        if 0.0 <= d <= MAX_TRIP_DISTANCE:  # also false for NaN
-            return d
-        msg = (
-            f"trip_distance must be a finite number of miles in 0..{MAX_TRIP_DISTANCE:g}; "
-            f"got {_shown(value)}"
-        )
-        return _raise(loc, msg, "distance_range")
-    return _raise(
-        loc, f"trip_distance must be a number of miles; got {_shown(value)}", "float_type"
-    )
 
 
 def optional_id(value: Any, loc: Loc) -> str | int | None:
@@ -143,51 +107,23 @@ def ride(obj: Any, row: int | None = None) -> tuple[int, int, float, Any, Any]:
             f"got {type(obj).__name__ if obj is not None else 'null'}",
             "model_attributes_type",
         )
-    # The common case, checked inline (this runs once per request on the hot path).
-    pu = obj.get("PULocationID")
-    do = obj.get("DOLocationID")
-    d = obj.get("trip_distance")
     ride_id = obj.get("ride_id")
     user_id = obj.get("user_id")
-    if (
-        type(pu) is int
-        and pu in VALID_ZONE_IDS
-        and type(do) is int
-        and do in VALID_ZONE_IDS
-        and (type(d) is float or type(d) is int)
-        and 0.0 <= d <= MAX_TRIP_DISTANCE
-        and (ride_id is None or type(ride_id) is int or type(ride_id) is str)
-        and (user_id is None or type(user_id) is int or type(user_id) is str)
-        and (type(ride_id) is not str or len(ride_id) <= MAX_ID_LENGTH)
-        and (type(user_id) is not str or len(user_id) <= MAX_ID_LENGTH)
-    ):
-        return pu, do, float(d), ride_id, user_id
-    # Anything else: the careful path, which names every problem.
-    if all(name in obj for name in (*ZONE_FIELDS, "trip_distance")):
-        try:
-            return (
-                zone_id(pu, (*prefix, "PULocationID")),
-                zone_id(do, (*prefix, "DOLocationID")),
-                trip_distance(d, (*prefix, "trip_distance")),
-                optional_id(ride_id, (*prefix, "ride_id")),
-                optional_id(user_id, (*prefix, "user_id")),
-            )
-        except InvalidInput:
-            pass
-    problems: list[dict[str, Any]] = []
-    checks: tuple[tuple[str, Any], ...] = (
-        ("PULocationID", zone_id),
-        ("DOLocationID", zone_id),
-        ("trip_distance", trip_distance),
-    )
-    for name, check in checks:
-        if name not in obj:
-            problems.append(problem((*prefix, name), f"{name} is required", "missing"))
-            continue
-        try:
-            check(obj[name], (*prefix, name))
-        except InvalidInput as exc:
-            problems.extend(exc.problems)
+    try:
+        pu, do, d = ride_inputs(obj)
+    except RideProblem:
+        pass
+    else:
+        # The common case, checked inline (this runs once per request on the hot path).
+        if (
+            (ride_id is None or type(ride_id) is int or type(ride_id) is str)
+            and (user_id is None or type(user_id) is int or type(user_id) is str)
+            and (type(ride_id) is not str or len(ride_id) <= MAX_ID_LENGTH)
+            and (type(user_id) is not str or len(user_id) <= MAX_ID_LENGTH)
+        ):
+            return pu, do, d, ride_id, user_id
+    # Anything else: name every problem.
+    problems = [problem((*prefix, p.field), str(p), p.kind) for p in ride_problems(obj)]
     for name in ID_FIELDS:
         try:
             optional_id(obj.get(name), (*prefix, name))
@@ -239,14 +175,14 @@ def columns(
 
     ``values`` maps field name → column; ``loc_of(name, row)`` gives an error's location.
     """
-    missing = [name for name in (*ZONE_FIELDS, "trip_distance") if name not in values]
+    missing = [name for name in FIELDS if name not in values]
     if missing:
         raise InvalidInput(
             [problem(loc_of(name, None), f"{name} is required", "missing") for name in missing]
         )
     if n is None:
         n = len(values["PULocationID"])
-    for name in (*ZONE_FIELDS, "trip_distance", *ID_FIELDS):
+    for name in (*FIELDS, *ID_FIELDS):
         if name in values and len(values[name]) != n:
             raise InvalidInput.one(
                 loc_of(name, None),
@@ -256,21 +192,23 @@ def columns(
     check_count(n, max_rides)
     batch = RideBatch()
     problems: list[dict[str, Any]] = []
-    checks: tuple[tuple[str, Any, list[Any]], ...] = (
-        ("PULocationID", zone_id, batch.pu),
-        ("DOLocationID", zone_id, batch.do),
-        ("trip_distance", trip_distance, batch.distance),
-        ("ride_id", optional_id, batch.ride_ids),
-        ("user_id", optional_id, batch.user_ids),
-    )
-    for name, check, out in checks:
+    inputs: tuple[list[Any], ...] = (batch.pu, batch.do, batch.distance)
+    for name, out in zip(FIELDS, inputs, strict=True):
+        for i, value in enumerate(values[name]):
+            try:
+                out.append(field_value(name, value))
+            except RideProblem as p:
+                problems.append(problem(loc_of(name, i), str(p), p.kind))
+                if len(problems) >= MAX_ERRORS:
+                    raise InvalidInput(problems) from None
+    for name, ids in zip(ID_FIELDS, (batch.ride_ids, batch.user_ids), strict=True):
         column = values.get(name)
         if column is None:
-            out.extend([None] * n)
+            ids.extend([None] * n)
             continue
         for i, value in enumerate(column):
             try:
-                out.append(check(value, loc_of(name, i)))
+                ids.append(optional_id(value, loc_of(name, i)))
             except InvalidInput as exc:
                 problems.extend(exc.problems)
                 if len(problems) >= MAX_ERRORS:

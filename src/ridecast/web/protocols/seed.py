@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ridecast.rides import MAX_TRIP_DISTANCE, MAX_ZONE_ID, MIN_ZONE_ID
 from ridecast.web import validation
 from ridecast.web.validation import InvalidInput, RideBatch
 
@@ -72,16 +73,17 @@ def encode_many(
     return orjson.dumps(out)
 
 
+_ZONE_SCHEMA = {"type": "integer", "minimum": MIN_ZONE_ID, "maximum": MAX_ZONE_ID}
 RIDE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["PULocationID", "DOLocationID", "trip_distance"],
     "properties": {
-        "PULocationID": {"type": "integer", "minimum": 1, "maximum": 265, "example": 10},
-        "DOLocationID": {"type": "integer", "minimum": 1, "maximum": 265, "example": 50},
+        "PULocationID": {**_ZONE_SCHEMA, "example": 10},
+        "DOLocationID": {**_ZONE_SCHEMA, "example": 50},
         "trip_distance": {
             "type": "number",
             "minimum": 0,
-            "maximum": validation.MAX_TRIP_DISTANCE,
+            "maximum": MAX_TRIP_DISTANCE,
             "example": 4.2,
         },
         "ride_id": {"type": ["string", "integer"], "description": "Echoed back; logged."},
