@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from ridecast.rollout.router import Router, bucket, ride_keys, routing_key
@@ -37,6 +39,25 @@ def test_same_key_same_route_across_router_instances() -> None:
     first, second = Router("1", _state(30, 20)), Router("1", _state(30, 20))
     assert [first.route(k) for k in KEYS[:2000]] == [second.route(k) for k in KEYS[:2000]]
     assert bucket("r1", "u:42") == bucket("r1", "u:42")
+
+
+def test_route_follows_the_documented_bucket_rule() -> None:
+    """The fast path (a keyed hasher copied per key) assigns exactly as ``bucket`` says, so a
+    server restarted on a newer release keeps every rider on their version."""
+    router = Router("1", _state(30, 20))
+    for key in KEYS[:3000]:
+        live = bucket("r1", key) < 3000
+        shadowed = not live and bucket("r1", key, b"shadow") < 2000
+        route = router.route(key)
+        assert route.version == ("2" if live else "1"), key
+        assert (route.shadow_version == "2") is shadowed, key
+
+
+def test_a_pickled_router_routes_as_the_original() -> None:
+    """Spark ships the router to its executors by pickle."""
+    router = Router("1", _state(30, 20))
+    copy = pickle.loads(pickle.dumps(router))
+    assert [copy.route(k) for k in KEYS[:2000]] == [router.route(k) for k in KEYS[:2000]]
 
 
 @pytest.mark.parametrize("weight", [1, 20, 50, 90])
