@@ -1,9 +1,9 @@
 """``ridecast demo``: the whole tour on embedded defaults, in one straight line.
 
 1. synthesize two TLC-schema months;  2. train and register v1 (champion) and a better v2
-(challenger);  3. run every deployment mode against the registry.  Each mode contributes one
-step function ``demo_step(ctx)`` in its own package.  4. serve the dashboard over what the modes
-logged and print its URL (``keep_serving``: until Ctrl-C).
+(challenger);  3. run every deployment mode against the registry, then check two new months for
+drift; each step is a ``demo_step(ctx)`` in its own package;  4. serve the dashboard over what
+the steps logged and print its URL (``keep_serving``: until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from ridecast.settings import Settings
 
 TRAIN_MONTH = Month(2025, 1)
 VALID_MONTH = Month(2025, 2)
-# The modes' demo steps, run in this order; each module has a ``demo_step(ctx)``.
+# The demo's steps, run in this order; each module has a ``demo_step(ctx)``.
 MODE_STEPS = (
     "ridecast.web.demo",
     "ridecast.batch.demo",
     "ridecast.stream.demo",
     "ridecast.web.rollout_demo",
+    "ridecast.monitoring.demo",
 )
 
 
@@ -42,6 +43,7 @@ class DemoContext:
     taxi_type: TaxiType = TaxiType.GREEN
     train_month: Month = TRAIN_MONTH
     valid_month: Month = VALID_MONTH
+    rows: int = 60_000  # rides per synthetic month
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,7 +65,7 @@ def run_demo(
     home = workdir or Path(".ridecast/demo")
     shutil.rmtree(home, ignore_errors=True)  # the demo's own directory: every run starts clean
     settings = Settings(home=home, tracking_uri=None, data_dir=None, prediction_log_url=None)
-    ctx = DemoContext(console, settings, Registry(settings))
+    ctx = DemoContext(console, settings, Registry(settings), rows=rows)
     console.rule("[bold]ridecast demo")
     console.print(f"workdir {home.resolve()}  ·  registry {ctx.registry.tracking_uri}")
 
