@@ -9,9 +9,12 @@ fresh SQLite file and a fresh PostgreSQL schema, in interleaved runs. Reported: 
 first ``log`` call until ``close`` returned (everything written), the process CPU per row (what
 the log takes from a server's cores), and the hot path's cost per row (``log`` itself).
 
-Queries: ``--query-rows`` predictions of one canary rollout spread over an hour, 60% with
-feedback, then :func:`ridecast.control.measure.measure` and its per-version error query alone,
-over the whole hour and over the last minute (the size of an analysis step).
+Queries: ``--query-rows`` predictions of one canary rollout spread over an hour, then feedback
+for 60% of the rides, 500 per flush in the order the rides were predicted (reported: feedback
+rows/s and process CPU per feedback row, each one writing its ride's outcome), then
+:func:`ridecast.control.measure.measure` and its per-version error queries alone
+(:func:`~ridecast.control.measure.error_query`, one per version: count, MAE and variance from the
+``outcomes`` table), over the whole hour and over the last minute (the size of an analysis step).
 """
 
 from __future__ import annotations
@@ -33,16 +36,9 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from ridecast.control.measure import engine_for, measure  # noqa: E402
+from ridecast.control.measure import Window, engine_for, error_query, measure, sides_of  # noqa: E402
 from ridecast.monitoring import PredictionBatch, PredictionLog  # noqa: E402
 from ridecast.rollout.state import RolloutState  # noqa: E402
-
-ERROR_QUERY = """
-SELECT p.version, count(*), avg(abs(p.prediction - f.actual))
-FROM predictions p JOIN feedback f ON f.ride_id = p.ride_id AND f.target = 'duration'
-WHERE p.rollout_id = :rollout AND p.arm IN ('stable', 'canary') AND p.ts >= :lo AND p.ts <= :hi
-GROUP BY p.version
-"""
 
 
 def batches(n_rows: int, size: int, rollout: str, start: float = 0.0, span: float = 0.0):
@@ -114,25 +110,35 @@ def write_run(url: str, rows: int, size: int) -> tuple[float, float, float]:
     return rows / elapsed, cpu / rows * 1e6, hot / rows * 1e9
 
 
-def fill(url: str, rows: int, start: float, span: float) -> None:
+def fill(url: str, rows: int, start: float, span: float, flush: int = 500) -> tuple[float, float]:
+    """The predictions, then feedback for 60% of the rides in the order they were predicted,
+    ``flush`` at a time as a server's writer flushes them. Returns the feedback's rows/s and the
+    process CPU per feedback row."""
     log = PredictionLog(url, max_pending=rows + 1, max_pending_feedback=rows + 1)
     for b in batches(rows, 1000, "bench-q", start, span):
         log.log(b)
     log.flush()
     analyze(log.engine)  # as autovacuum would have by now: the feedback lookups need statistics
     rng = np.random.default_rng(2)
-    for i in np.flatnonzero(rng.random(rows) < 0.6).tolist():
-        log.log_feedback(f"ride-{i}", "duration", float(rng.uniform(3, 60)))
+    ended = np.flatnonzero(rng.random(rows) < 0.6).tolist()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for lo in range(0, len(ended), flush):
+        for i in ended[lo : lo + flush]:
+            log.log_feedback(f"ride-{i}", "duration", float(rng.uniform(3, 60)))
+        log.flush()
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     log.close(timeout=600)
     assert log.written == rows, (log.written, log.last_error)
+    assert log.feedback_counts["recorded"] == len(ended), log.feedback_counts
     analyze(create_engine(url))
+    return len(ended) / elapsed, cpu / len(ended) * 1e6
 
 
 def analyze(engine: Any) -> None:
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE predictions"))
-            conn.execute(text("VACUUM ANALYZE feedback"))
+            for table in ("predictions", "feedback", "outcomes"):
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
     else:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
@@ -152,33 +158,23 @@ def query_bench(url: str, rows: int) -> dict[str, float]:
     end = time.time()
     start = end - 3600.0
     t = time.perf_counter()
-    fill(url, rows, start, 3600.0)
+    feedback_rps, feedback_cpu = fill(url, rows, start, 3600.0)
     fill_s = time.perf_counter() - t
     state = RolloutState(
         id="bench-q", model="ride-duration", strategy="canary", stable_version="1",
         candidate_version="2",
     )  # fmt: skip
     engine = engine_for(url)
-    out = {"fill_s": fill_s}
-    from datetime import UTC, datetime
-
+    out = {"fill_s": fill_s, "feedback_rps": feedback_rps, "feedback_cpu": feedback_cpu}
     for label, lo in (("hour", start), ("minute", end - 60.0)):
-        bounds = {"rollout": "bench-q"}
-        if engine.dialect.name == "sqlite":
-            fmt = "%Y-%m-%d %H:%M:%S.%f"
-            bounds |= {
-                "lo": datetime.fromtimestamp(lo, UTC).strftime(fmt),
-                "hi": datetime.fromtimestamp(end, UTC).strftime(fmt),
-            }
-        else:
-            bounds |= {
-                "lo": datetime.fromtimestamp(lo, UTC),  # type: ignore[dict-item]
-                "hi": datetime.fromtimestamp(end, UTC),  # type: ignore[dict-item]
-            }
+        queries = [
+            error_query(Window(state, lo, end), arms, version, "duration")
+            for _, arms, version in sides_of(state)
+        ]
 
-        def query(bounds: dict[str, object] = bounds) -> object:
+        def query(queries: list[Any] = queries) -> object:
             with engine.connect() as conn:
-                return conn.execute(text(ERROR_QUERY), bounds).all()
+                return [conn.execute(q).one() for q in queries]
 
         out[f"query_{label}_s"] = timed(query)
         out[f"measure_{label}_s"] = timed(lambda lo=lo: measure(engine, state, lo, end, "duration"))
@@ -213,13 +209,21 @@ def main() -> None:
         if args.query_rows:
             n = args.query_rows
             print(f"\nQueries over {n:,} predictions (60% with feedback), median of 3")
-            print(f"{'database':<12} {'fill s':>7} {'error query':>24} {'measure()':>24}")
-            print(f"{'':<12} {'':>7} {'hour':>11} {'last min':>12} {'hour':>11} {'last min':>12}")
+            print(
+                f"{'database':<12} {'fill s':>7} {'feedback/s (CPU µs)':>20} {'error query':>24} "
+                f"{'measure()':>24}"
+            )
+            print(
+                f"{'':<12} {'':>7} {'':>20} {'hour':>11} {'last min':>12} {'hour':>11} "
+                f"{'last min':>12}"
+            )
             for kind in kinds:
                 with Database(kind, args.postgres, workdir) as url:
                     q = query_bench(url, args.query_rows)
                 print(
-                    f"{kind:<12} {q['fill_s']:>7.1f} {q['query_hour_s'] * 1000:>9.0f}ms "
+                    f"{kind:<12} {q['fill_s']:>7.1f} "
+                    f"{q['feedback_rps']:>12,.0f} ({q['feedback_cpu']:>5.1f}) "
+                    f"{q['query_hour_s'] * 1000:>9.0f}ms "
                     f"{q['query_minute_s'] * 1000:>10.1f}ms {q['measure_hour_s'] * 1000:>9.0f}ms "
                     f"{q['measure_minute_s'] * 1000:>10.1f}ms"
                 )

@@ -1,10 +1,12 @@
 """One window of a rollout, measured from the prediction log in SQL.
 
-Each figure is an aggregate over the index ``(rollout_id, arm, ts)``: rows of this rollout, of one
-arm, in ``[since, until]``. How wrong a version was comes from its predictions joined to the
-ride's feedback (``ride_id``, ``target``). Percentiles are nearest-rank (``numpy``'s
-``inverted_cdf``): count the rows, then read the k-th in order, which SQLite can do without a
-percentile function. Every figure is None when there was nothing to measure.
+Each figure is an aggregate over an index that leads with ``(rollout_id, arm, ts)`` and covers
+what is read: rows of this rollout, of one side's arms and version, in ``[since, until]``; one
+query per side and figure, never grouped (SQLite would sort the whole window to group it). How
+wrong a version was comes from the ``outcomes`` table: its answers already joined to their ride's
+feedback (:mod:`ridecast.monitoring.outcomes`), so no join runs here. Percentiles are nearest-rank
+(``numpy``'s ``inverted_cdf``): count the rows, then read the k-th in order, which SQLite can do
+without a percentile function. Every figure is None when there was nothing to measure.
 
 Pairs: a shadow answer and its live answer share ``request_id`` (or, without one, ``ride_id``);
 so do two live answers of different versions for one ride (the batch job scores both).
@@ -16,7 +18,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, select
+from sqlalchemy import Connection, Engine, and_, case, func, select, true
 from sqlalchemy.sql import ColumnElement, Select
 
 from ridecast.monitoring import migrate
@@ -24,11 +26,17 @@ from ridecast.monitoring.database import shared_engine
 from ridecast.monitoring.schema import (
     DROPPED_KIND,
     FAILED_KIND,
-    feedback,
+    outcomes,
     prediction_errors,
     predictions,
 )
-from ridecast.rollout.measurements import ArmFigures, Measurements, PairedFigures, ShadowFigures
+from ridecast.rollout.measurements import (
+    FAR_APART_MINUTES,
+    ArmFigures,
+    Measurements,
+    PairedFigures,
+    ShadowFigures,
+)
 from ridecast.rollout.state import PREVIEW_ARM, SHADOW_ARM, RolloutState
 
 _migrated: set[str] = set()
@@ -53,7 +61,7 @@ def _utc(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
-class _Window:
+class Window:
     """The SQL conditions of one rollout's window."""
 
     def __init__(self, state: RolloutState, since: float, until: float) -> None:
@@ -96,28 +104,34 @@ def _sample_variance(n: int, total: float | None, squares: float | None) -> floa
 Side = tuple[str, tuple[str, ...], str]  # (arm it reports as, arms it takes rows from, version)
 
 
+def sides_of(state: RolloutState) -> tuple[Side, Side]:
+    """The stable side and the candidate's, whose rows include its shadow and preview answers."""
+    candidate_arms = tuple(dict.fromkeys((state.candidate_arm, SHADOW_ARM, PREVIEW_ARM)))
+    return (
+        (state.stable_arm, (state.stable_arm,), state.stable_version),
+        (state.candidate_arm, candidate_arms, state.candidate_version),
+    )
+
+
+def error_query(
+    window: Window, arms: tuple[str, ...], version: str, target: str
+) -> Select[int, Any, Any]:
+    """One version's error over the window: its answers that have feedback (``target``), their
+    count, sum of absolute errors and sum of squared absolute errors; one range scan."""
+    o = outcomes
+    abs_error = func.abs(o.c.prediction - o.c.actual)
+    return select(func.count(), func.sum(abs_error), func.sum(abs_error * abs_error)).where(
+        window.rows(o, arms, version), o.c.target == target
+    )
+
+
 def _arms(
-    conn: Connection, window: _Window, sides: tuple[Side, ...], target: str
+    conn: Connection, window: Window, sides: tuple[Side, ...], target: str
 ) -> list[ArmFigures]:
-    """Both sides' counts, means and errors: one indexed pass over the window, grouped by arm and
-    version, predictions left-joined to their ride's feedback; then one sort per side for p99."""
-    p, f, e = predictions, feedback, prediction_errors
+    """Each side's count and mean of its answers, then its p99 latency from the top, then its
+    error from the outcomes: three indexed range scans per side."""
+    p, e = predictions, prediction_errors
     arms = tuple(dict.fromkeys(a for _, side_arms, _ in sides for a in side_arms))
-    abs_error = func.abs(p.c.prediction - f.c.actual)
-    groups = conn.execute(
-        select(
-            p.c.arm,
-            p.c.version,
-            func.count(p.c.id),
-            func.sum(p.c.prediction),
-            func.count(f.c.actual),
-            func.sum(abs_error),
-            func.sum(abs_error * abs_error),
-        )
-        .select_from(p.outerjoin(f, and_(f.c.ride_id == p.c.ride_id, f.c.target == target)))
-        .where(window.rows(p, arms, None))
-        .group_by(p.c.arm, p.c.version)
-    ).all()
     failed = conn.execute(
         select(e.c.arm, e.c.version, func.sum(e.c.count))
         .where(window.rows(e, arms, None), e.c.kind == FAILED_KIND)
@@ -125,12 +139,14 @@ def _arms(
     ).all()
     out = []
     for label, side_arms, version in sides:
-        mine = [g for g in groups if g[0] in side_arms and g[1] == version]
-        requests = sum(int(g[2]) for g in mine)
-        joined = sum(int(g[4]) for g in mine)
-        total = sum(float(g[5]) for g in mine if g[5] is not None)
-        squares = sum(float(g[6]) for g in mine if g[6] is not None)
         where = window.rows(p, side_arms, version)
+        requests, predicted = conn.execute(
+            select(func.count(), func.sum(p.c.prediction)).where(where)
+        ).one()
+        requests = int(requests)
+        joined, total, squares = conn.execute(error_query(window, side_arms, version, target)).one()
+        joined = int(joined)
+        total, squares = float(total or 0.0), float(squares or 0.0)
         out.append(
             ArmFigures(
                 version=version,
@@ -140,7 +156,7 @@ def _arms(
                 p99_latency_ms=_nearest_rank(
                     conn, select(p.c.id).where(where), p.c.latency_ms, requests, 0.99
                 ),
-                mean_prediction=(sum(float(g[3]) for g in mine) / requests if requests else None),
+                mean_prediction=float(predicted) / requests if requests else None,
                 joined=joined,
                 mae=total / joined if joined else None,
                 abs_error_var=_sample_variance(joined, total, squares),
@@ -150,33 +166,37 @@ def _arms(
 
 
 def _pairs(
-    window: _Window,
+    table: Any,
+    key: ColumnElement[Any],
+    window: Window,
     first: tuple[tuple[str, ...], str],
     second: tuple[tuple[str, ...], str | None],
+    *conditions: ColumnElement[bool],
+    extra: tuple[ColumnElement[Any], ...] = (),
 ) -> Any:
-    """One row per request answered by both sides: (key, first, second, ride_id).
+    """One row per request answered by both sides: (key, first, second, *extra), from the
+    rows of ``table`` (predictions, or outcomes) in the window that meet ``conditions``.
 
     Grouping by the pairing key (a sort) pairs without a self-join, which SQLite could only do
     row by row. A side that answered one request twice counts with its mean answer.
     """
-    p = predictions
-    key = func.coalesce(p.c.request_id, p.c.ride_id)
+    t = table
     (arms_a, version_a), (arms_b, version_b) = first, second
-    in_a = and_(p.c.arm.in_(arms_a), p.c.version == version_a)
+    in_a = and_(t.c.arm.in_(arms_a), t.c.version == version_a)
     in_b = (
-        p.c.arm.in_(arms_b)
+        t.c.arm.in_(arms_b)
         if version_b is None
-        else and_(p.c.arm.in_(arms_b), p.c.version == version_b)
+        else and_(t.c.arm.in_(arms_b), t.c.version == version_b)
     )
     arms = tuple(dict.fromkeys(arms_a + arms_b))
     return (
         select(
             key.label("key"),
-            func.avg(case((in_a, p.c.prediction))).label("a"),
-            func.avg(case((in_b, p.c.prediction))).label("b"),
-            func.max(p.c.ride_id).label("ride_id"),
+            func.avg(case((in_a, t.c.prediction))).label("a"),
+            func.avg(case((in_b, t.c.prediction))).label("b"),
+            *extra,
         )
-        .where(window.rows(p, arms, None), key.is_not(None))
+        .where(window.rows(t, arms, None), *conditions)
         .group_by(key)
         .having(and_(func.count(case((in_a, 1))) > 0, func.count(case((in_b, 1))) > 0))
         .subquery("pairs")
@@ -184,7 +204,7 @@ def _pairs(
 
 
 def _shadow(
-    conn: Connection, window: _Window, state: RolloutState, live_arms: tuple[str, ...]
+    conn: Connection, window: Window, state: RolloutState, live_arms: tuple[str, ...]
 ) -> ShadowFigures:
     s, e = predictions, prediction_errors
     shadow_rows = window.rows(s, (SHADOW_ARM,), state.candidate_version)
@@ -198,7 +218,15 @@ def _shadow(
     empty = ShadowFigures(shadow_p99_latency_ms=p99, dropped=int(dropped))
     if not live_arms or count == 0:
         return empty
-    pairs = _pairs(window, ((SHADOW_ARM,), state.candidate_version), (live_arms, None))
+    key = func.coalesce(s.c.request_id, s.c.ride_id)
+    pairs = _pairs(
+        s,
+        key,
+        window,
+        ((SHADOW_ARM,), state.candidate_version),
+        (live_arms, None),
+        key.is_not(None),
+    )
     x, y = pairs.c.a, pairs.c.b  # shadow, live
     diff = x - y
     n, abs_mean, signed_mean, sx, sy, sxx, syy, sxy, over = conn.execute(
@@ -211,7 +239,7 @@ def _shadow(
             func.sum(x * x),
             func.sum(y * y),
             func.sum(x * y),
-            func.sum(case((func.abs(diff) > 2.0, 1), else_=0)),
+            func.sum(case((func.abs(diff) > FAR_APART_MINUTES, 1), else_=0)),
         ).select_from(pairs)
     ).one()
     n = int(n)
@@ -238,22 +266,28 @@ def _shadow(
 
 def _paired(
     conn: Connection,
-    window: _Window,
+    window: Window,
     state: RolloutState,
     candidate_arms: tuple[str, ...],
     target: str,
 ) -> PairedFigures:
+    """Rides both versions answered, with feedback: from the outcomes marked ``paired`` (the
+    answers that share their ride and key with another one), so a canary without pairs costs
+    nothing here."""
+    o = outcomes
     pairs = _pairs(
+        o,
+        o.c.pair_key,
         window,
         (candidate_arms, state.candidate_version),
         ((state.stable_arm,), state.stable_version),
+        o.c.target == target,
+        o.c.paired == true(),
+        extra=(func.max(o.c.actual).label("actual"),),
     )
-    f = feedback
-    d = func.abs(pairs.c.a - f.c.actual) - func.abs(pairs.c.b - f.c.actual)
+    d = func.abs(pairs.c.a - pairs.c.actual) - func.abs(pairs.c.b - pairs.c.actual)
     n, total, squares = conn.execute(
-        select(func.count(), func.sum(d), func.sum(d * d)).select_from(
-            pairs.join(f, and_(f.c.ride_id == pairs.c.ride_id, f.c.target == target))
-        )
+        select(func.count(), func.sum(d), func.sum(d * d)).select_from(pairs)
     ).one()
     n = int(n)
     return PairedFigures(
@@ -273,19 +307,12 @@ def measure(
     candidate answering. ``target`` is the feedback target the model predicts (duration, tip or
     cost).
     """
-    window = _Window(state, since, until)
-    candidate_arms = tuple(dict.fromkeys((state.candidate_arm, SHADOW_ARM, PREVIEW_ARM)))
+    window = Window(state, since, until)
+    both = sides_of(state)
+    candidate_arms = both[1][1]
     live_arms = tuple(a for a in dict.fromkeys(state.arms) if a != SHADOW_ARM)
     with engine.connect() as conn:
-        stable, candidate = _arms(
-            conn,
-            window,
-            (
-                (state.stable_arm, (state.stable_arm,), state.stable_version),
-                (state.candidate_arm, candidate_arms, state.candidate_version),
-            ),
-            target,
-        )
+        stable, candidate = _arms(conn, window, both, target)
         shadow = _shadow(conn, window, state, live_arms)
         paired = _paired(conn, window, state, candidate_arms, target)
     return Measurements(

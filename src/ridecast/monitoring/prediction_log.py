@@ -8,6 +8,9 @@ array of the rows, so that SQLite parses and indexes the whole flush in one step
 makes that slow for both); one batched insert elsewhere. What the database
 refuses is dropped one batch at a time and counted; while the database is away the rows wait (up
 to ``max_pending``) and are retried. Nothing the writer meets stops it.
+
+Each write of predictions or feedback also writes, in its transaction, the rollout outcomes it
+completes (:mod:`ridecast.monitoring.outcomes`): the analysis reads those instead of a join.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection
 
 from ridecast.monitoring import feedback as fb
-from ridecast.monitoring import migrate, schema
+from ridecast.monitoring import migrate, outcomes, schema
 from ridecast.monitoring.database import first_line, is_transient, make_engine, mask_url
 from ridecast.monitoring.metrics import log_metrics
 from ridecast.monitoring.records import PredictionBatch, rows_of
@@ -32,6 +36,9 @@ from ridecast.monitoring.records import PredictionBatch, rows_of
 log = logging.getLogger("ridecast.monitoring")
 
 ErrorKey = tuple[str, str, str, str | None, str, str]  # model, version, arm, rollout, source, kind
+Row = tuple[Any, ...]
+_RIDE = schema.PREDICTION_COLUMNS.index("ride_id")
+_ROLLOUT = schema.PREDICTION_COLUMNS.index("rollout_id")
 
 
 class PredictionLog:
@@ -351,6 +358,10 @@ class PredictionLog:
                 conn.exec_driver_sql(self._json_prediction, (orjson.dumps(rows),))
             else:
                 conn.exec_driver_sql(self._insert_prediction, rows)  # type: ignore[arg-type]
+            # Answers written after their ride's feedback (rides with no feedback yet: nothing).
+            outcomes.after_predictions(
+                conn, [r[_RIDE] for r in rows if r[_ROLLOUT] is not None and r[_RIDE] is not None]
+            )
 
     def _ts(self, at: float) -> Any:
         ts = datetime.fromtimestamp(at, UTC)
@@ -360,14 +371,26 @@ class PredictionLog:
     # errors and feedback
 
     def _write_each(
-        self, what: str, statement: str, rows: list[tuple[Any, ...]]
+        self,
+        what: str,
+        statement: str,
+        rows: list[Row],
+        then: Callable[[Connection, list[Row]], None] | None = None,
     ) -> tuple[int, int] | None:
-        """Insert ``rows``; on a refusal, row by row, dropping only the refused ones. Returns
-        (rows the database changed, rows refused), or None when it is away (retry later)."""
+        """Insert ``rows``, then run ``then`` on them in the same transaction; on a refusal, row
+        by row, dropping only the refused ones. Returns (rows the database changed, rows
+        refused), or None when it is away (retry later)."""
+
+        def write(conn: Connection, some: list[Row]) -> int:
+            params: Any = some if len(some) > 1 else some[0]
+            changed = int(conn.exec_driver_sql(statement, params).rowcount)
+            if then is not None:
+                then(conn, some)
+            return changed
+
         try:
             with self.engine.begin() as conn:
-                result = conn.exec_driver_sql(statement, rows)  # type: ignore[arg-type]
-                return int(result.rowcount), 0
+                return write(conn, rows), 0
         except Exception as exc:
             if is_transient(exc, self._dbapi):
                 self._note_failure(exc)
@@ -376,7 +399,7 @@ class PredictionLog:
         for row in rows:
             try:
                 with self.engine.begin() as conn:
-                    changed += int(conn.exec_driver_sql(statement, row).rowcount)
+                    changed += write(conn, [row])
             except Exception as exc:
                 if is_transient(exc, self._dbapi):
                     self._note_failure(exc)
@@ -406,7 +429,12 @@ class PredictionLog:
         settled = fb.settle(entries, predicted, time.time(), self.feedback_grace)
         if settled.insert:
             rows = [(self._ts(t), r, g, a) for t, r, g, a in settled.insert]
-            outcome = self._write_each("feedback", self._insert_feedback, rows)
+            outcome = self._write_each(
+                "feedback",
+                self._insert_feedback,
+                rows,
+                lambda conn, done: outcomes.after_feedback(conn, [r[1] for r in done]),
+            )
             if outcome is None:
                 return False
             changed, refused = outcome
