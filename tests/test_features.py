@@ -67,6 +67,28 @@ def test_fast_predictions_equal_pipeline_predictions(algorithm: str) -> None:
     )
 
 
+@pytest.mark.parametrize("algorithm", ["linear", "ridge", "gbm"])
+def test_the_one_ride_form_gives_the_vectorized_floats_exactly(algorithm: str) -> None:
+    """The web answers a linear model's single rides in plain Python: bit for bit the floats of
+    predict_arrays, for pairs seen and unseen in training and ids outside the zone table."""
+    rides = _random_rides(8_000, 11)
+    y = 3.0 + 2.0 * rides.distance + (rides.do % 5)
+    model = build_model(algorithm, rides, y, "duration")
+    answer = model.answer_one()
+    if algorithm == "gbm":
+        assert answer is None  # not a lookup: predicted in batches
+        return
+    assert answer is not None
+    test = _random_rides(3_000, 12)
+    pu = np.append(test.pu, [300, 7, 0, 265, 4000])
+    do = np.append(test.do, [5, 9999, 0, 265, 1])
+    distance = np.append(test.distance, [1.0, 2.0, 0.0, 250.5, 3.3])
+    vectorized = model.predict_arrays(RideArrays(pu, do, distance)).tolist()
+    rows = zip(pu.tolist(), do.tolist(), distance.tolist(), strict=True)
+    one_by_one = [answer(p, d, x) for p, d, x in rows]
+    assert one_by_one == vectorized
+
+
 def test_vocabulary_matches_fitting_on_every_ride() -> None:
     rides = _random_rides(3_000, 11)
     y = rides.distance * 3

@@ -8,11 +8,15 @@ it without importing scikit-learn or MLflow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ridecast.features import RideArrays, lookup_pair_columns
+from ridecast.features import MAX_ENCODED_ZONE, RideArrays, lookup_pair_columns
+
+# One ride's prediction from its pickup zone, drop-off zone and distance.
+AnswerOne = Callable[[int, int, float], float]
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,3 +34,18 @@ class LinearRideModel:
         pair = lookup_pair_columns(self.pair_table, arrays)
         # Same summation order as sparse X @ coef + intercept, so results match scikit-learn.
         return (self.pair_weights[pair] + arrays.distance * self.distance_weight) + self.intercept
+
+    def answer_one(self) -> AnswerOne:
+        """One ride's prediction in plain Python: the same lookup and the same operations in the
+        same order as :meth:`predict_arrays` (so the same float), without numpy's per-call cost.
+        The tables become lists once, here; keep what this returns."""
+        table: list[int] = self.pair_table.tolist()
+        weights: list[float] = self.pair_weights.tolist()
+        distance_weight, intercept = self.distance_weight, self.intercept
+        size = MAX_ENCODED_ZONE + 1
+
+        def answer(pu: int, do: int, distance: float) -> float:
+            column = table[pu * size + do] if 0 <= pu < size and 0 <= do < size else -1
+            return (weights[column] + distance * distance_weight) + intercept
+
+        return answer

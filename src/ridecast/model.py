@@ -17,7 +17,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.pipeline import Pipeline
 
-from ridecast.compiled import LinearRideModel
+from ridecast.compiled import AnswerOne, LinearRideModel
 from ridecast.features import FEATURE_COLUMNS, PairEncoder, RideArrays
 
 # What each registered model predicts, and the name of its output in the course's API.
@@ -73,6 +73,12 @@ class RideModel(PythonModel):  # type: ignore[misc]
                     intercept=float(np.asarray(regressor.intercept_).ravel()[0]),
                 )
         return getattr(self, "_compiled", None)
+
+    def answer_one(self) -> AnswerOne | None:
+        """A linear model's one-ride form (:meth:`LinearRideModel.answer_one`); None for other
+        algorithms, which predict in batches."""
+        compiled = self.compiled()
+        return compiled.answer_one() if compiled is not None else None
 
     def predict_arrays(self, arrays: RideArrays) -> np.ndarray:
         """Predictions for validated rides, in order. The fast path every mode uses."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,12 @@ class Predictor:
 
     def predict_arrays(self, arrays: RideArrays) -> np.ndarray:
         return self.loaded.model.predict_arrays(arrays)
+
+    def answer_one(self) -> Callable[[int, int, float], float] | None:
+        """The model's one-ride form in plain Python, if it has one (a linear model): the
+        same floats as :meth:`predict_arrays`, for a caller that answers rides one at a time."""
+        make = getattr(self.loaded.model, "answer_one", None)
+        return make() if make is not None else None
 
     def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
         """Predict a frame with PULocationID, DOLocationID, trip_distance (no nulls)."""

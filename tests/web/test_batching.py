@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from ridecast.web.batching import AdaptiveBatcher
+from ridecast.web.batching import AdaptiveBatcher, AnswerRecorder
 
 
 class Doubler:
@@ -91,3 +91,55 @@ def test_knobs_are_checked() -> None:
         AdaptiveBatcher(Doubler(), max_batch_size=0)
     with pytest.raises(ValueError):
         AdaptiveBatcher(Doubler(), max_batch_time=-1)
+
+
+class Ledger:
+    """Records what an AnswerRecorder hands over."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[list[tuple[int, float]]] = []
+        self.fail = fail
+
+    def __call__(self, items: Sequence[int], answers: Sequence[float]) -> None:
+        self.calls.append(list(zip(items, answers, strict=True)))
+        if self.fail:
+            raise RuntimeError("the log is gone")
+
+
+def test_answers_of_one_loop_turn_are_recorded_together_after_the_turn() -> None:
+    ledger = Ledger()
+    recorder: AnswerRecorder[int, float] = AnswerRecorder(ledger, max_batch_size=4)
+
+    async def turn() -> list[list[tuple[int, float]]]:
+        for i in range(10):
+            recorder.add(i, i / 2)
+        seen_in_the_turn = [list(c) for c in ledger.calls]
+        await asyncio.sleep(0)  # the next turn: the rest is handed over
+        return seen_in_the_turn
+
+    in_turn = asyncio.run(turn())
+    # Full batches go at once; the remainder waits for the end of the turn, never longer.
+    assert [len(c) for c in in_turn] == [4, 4]
+    assert [len(c) for c in ledger.calls] == [4, 4, 2]
+    assert [item for c in ledger.calls for item, _ in c] == list(range(10))
+    assert recorder.batches == 3
+
+
+def test_a_failing_record_is_logged_not_raised_and_flush_hands_over_what_is_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = Ledger(fail=True)
+    recorder: AnswerRecorder[int, float] = AnswerRecorder(ledger)
+
+    async def run() -> None:
+        recorder.add(1, 0.5)
+        await asyncio.sleep(0)
+        recorder.add(2, 1.0)
+        recorder.flush()  # as at shutdown: before the turn ends
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert ledger.calls == [[(1, 0.5)], [(2, 1.0)]]
+    assert "recording 1 answered requests failed" in caplog.text
+    with pytest.raises(ValueError):
+        AnswerRecorder(ledger, max_batch_size=0)

@@ -148,6 +148,7 @@ class ServingProcess:
             self.controller.stop()
         for slot in self.slots.values():
             slot.stop_following()
+            slot.flush_answers()  # before the shadow runner and the log close
         if self.begin_drain in lifecycle.DRAIN_HOOKS:
             lifecycle.DRAIN_HOOKS.remove(self.begin_drain)
         self.shadow.stop()

@@ -5,16 +5,22 @@ they were batched. A batch is sent when it holds ``max_batch_size`` items, or ``
 seconds after its first item arrived. With ``max_batch_time=0`` (the default) a batch holds the
 requests whose handlers ran in the same event-loop turn: under load that is dozens, on an idle
 server it is one, and nobody waits for a timer.
+
+A model that answers one ride inline (a linear model's table lookup) skips the wait:
+:class:`AnswerRecorder` batches only what follows its answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+log = logging.getLogger("ridecast.web")
 
 
 class AdaptiveBatcher(Generic[Item, Result]):
@@ -82,3 +88,52 @@ class AdaptiveBatcher(Generic[Item, Result]):
         for future, result in zip(futures, results, strict=True):
             if not future.done():  # the caller may have gone (client disconnect, cancel)
                 future.set_result(result)
+
+
+class AnswerRecorder(Generic[Item, Result]):
+    """The bookkeeping half of a micro-batch, for a model that answers each ride inline.
+
+    A linear model's answer is a table lookup, cheaper than the future a caller would wait on,
+    so such requests are answered at once and only what follows an answer (the prediction log,
+    metrics, the shadow copy) is batched: :meth:`add` keeps the item and its answer, and the
+    items of one event-loop turn (or ``max_batch_size`` of them) reach ``record_batch(items,
+    answers)`` in one call. Nobody waits on it; a failure there is logged, never raised.
+    """
+
+    def __init__(
+        self,
+        record_batch: Callable[[Sequence[Item], Sequence[Result]], None],
+        *,
+        max_batch_size: int = 256,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._record_batch = record_batch
+        self.max_batch_size = max_batch_size
+        self._items: list[Item] = []
+        self._answers: list[Result] = []
+        self._handle: asyncio.Handle | None = None
+        self.batches = 0  # record_batch calls
+
+    def add(self, item: Item, answer: Result) -> None:
+        self._items.append(item)
+        self._answers.append(answer)
+        if len(self._items) >= self.max_batch_size:
+            self.flush()
+        elif self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand over what is kept now (also at shutdown, before the log closes)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        items, answers = self._items, self._answers
+        if not items:
+            return
+        self._items, self._answers = [], []
+        self.batches += 1
+        try:
+            self._record_batch(items, answers)
+        except Exception:
+            log.exception("recording %d answered requests failed", len(items))

@@ -1,9 +1,11 @@
 """The models a server serves, one slot per registered model, each following its rollout.
 
 A :class:`ModelSlot` owns a :class:`~ridecast.control.follower.Follower` (the alias, the active
-rollout, the loaded versions and the router) and one micro-batcher per version. A request reads
+rollout, the loaded versions and the router) and one lane per version and arm. A request reads
 ``follower.current`` once, asks its router which version answers (and which one shadows), and
-waits on that version's batcher, so a micro-batch never mixes versions. A list request is split
+goes down that version's lane, so a micro-batch never mixes versions. A linear model answers the
+ride at once (a table lookup) and its lane batches only the log, metrics and shadow copy that
+follow; any other model's lane is a micro-batcher the request waits on. A list request is split
 by ride between versions (:meth:`~ridecast.rollout.router.Router.route_many`) and each answer
 says which version gave it. When a candidate fails on live traffic, the stable version answers
 those requests instead (and says so); the failures are logged against the candidate's arm, where
@@ -31,11 +33,12 @@ from ridecast.monitoring import PredictionBatch, PredictionLog
 from ridecast.monitoring.metrics import RequestTally, retire
 from ridecast.rollout.router import Route, routing_key
 from ridecast.rollout.state import PREVIEW_ARM
-from ridecast.web.batching import AdaptiveBatcher
+from ridecast.web.batching import AdaptiveBatcher, AnswerRecorder
 from ridecast.web.shadow import ShadowJob, ShadowRunner
 from ridecast.web.validation import InvalidInput
 
 if TYPE_CHECKING:
+    from ridecast.compiled import AnswerOne
     from ridecast.control.store import RolloutStore
     from ridecast.predictor import Predictor
     from ridecast.registry import Registry
@@ -64,6 +67,27 @@ class RideRequest:
     route: Route
     rollout_id: str | None
     answered_by: str = ""  # set when another version than the routed one answered
+    answered: float = 0.0  # perf_counter of an inline answer (else: when its batch was predicted)
+
+
+@dataclass(slots=True)
+class _Lane:
+    """How one (version, arm) answers: inline with ``answer`` and ``recorder`` keeping what
+    follows, or through ``batcher``'s model calls."""
+
+    predictor: Predictor
+    batcher: AdaptiveBatcher[RideRequest, float]
+    answer: AnswerOne | None
+    recorder: AnswerRecorder[RideRequest, float]
+
+
+def _arrays_of(items: Sequence[RideRequest]) -> RideArrays:
+    n = len(items)
+    return RideArrays(
+        pu=np.fromiter((i.pu for i in items), dtype=np.int64, count=n),
+        do=np.fromiter((i.do for i in items), dtype=np.int64, count=n),
+        distance=np.fromiter((i.distance for i in items), dtype=np.float64, count=n),
+    )
 
 
 class NotLoaded(Exception):
@@ -108,11 +132,10 @@ class ModelSlot:
         self._batching = batching
         self._max_batch_size = max_batch_size
         self._max_batch_time = max_batch_time
-        # One micro-batcher per (version, arm): a batch is one model call and one log record,
-        # so the preview's requests to the candidate never borrow the canary's arm.
-        self._batchers: dict[
-            tuple[str, str], tuple[Predictor, AdaptiveBatcher[RideRequest, float]]
-        ] = {}
+        # One lane per (version, arm): a batch is one model call (or one run of inline answers)
+        # and one log record, so the preview's requests to the candidate never borrow the
+        # canary's arm.
+        self._lanes: dict[tuple[str, str], _Lane] = {}
         self._target = ""
         self._fallback_said: str | None = None
 
@@ -148,7 +171,13 @@ class ModelSlot:
 
     @property
     def batches(self) -> int:
-        return sum(b.batches for _, b in list(self._batchers.values()))
+        lanes = list(self._lanes.values())
+        return sum(lane.batcher.batches + lane.recorder.batches for lane in lanes)
+
+    def flush_answers(self) -> None:
+        """Hand the inline answers kept so far to the log (at shutdown, before it closes)."""
+        for lane in list(self._lanes.values()):
+            lane.recorder.flush()
 
     def load(self) -> None:
         """First load (raises ModelError); afterwards the follower's thread keeps up."""
@@ -162,9 +191,9 @@ class ModelSlot:
 
     def _changed(self, new: Deployment, old: Deployment | None) -> None:
         self._target = new.target
-        for key in list(self._batchers):
+        for key in list(self._lanes):
             if key[0] not in new.predictors:
-                del self._batchers[key]
+                del self._lanes[key]
         if old is not None:
             for version in old.predictors:
                 if version not in new.predictors:
@@ -172,18 +201,25 @@ class ModelSlot:
         for version in new.predictors:
             self._model_info.labels(self.name, version).set(1)
 
-    def _batcher(self, predictor: Predictor, arm: str) -> AdaptiveBatcher[RideRequest, float]:
+    def _lane(self, predictor: Predictor, arm: str) -> _Lane:
         key = (predictor.version, arm)
-        entry = self._batchers.get(key)
-        if entry is None or entry[0] is not predictor:
-            batcher: AdaptiveBatcher[RideRequest, float] = AdaptiveBatcher(
-                lambda items: self._predict_items(predictor, items),
-                max_batch_size=self._max_batch_size,
-                max_batch_time=self._max_batch_time,
-                enabled=self._batching,
+        lane = self._lanes.get(key)
+        if lane is None or lane.predictor is not predictor:
+            lane = self._lanes[key] = _Lane(
+                predictor,
+                AdaptiveBatcher(
+                    lambda items: self._predict_items(predictor, items),
+                    max_batch_size=self._max_batch_size,
+                    max_batch_time=self._max_batch_time,
+                    enabled=self._batching,
+                ),
+                predictor.answer_one(),
+                AnswerRecorder(
+                    lambda items, answers: self._record_answers(predictor, items, answers),
+                    max_batch_size=self._max_batch_size if self._batching else 1,
+                ),
             )
-            entry = self._batchers[key] = (predictor, batcher)
-        return entry[1]
+        return lane
 
     def _preview(self, deployment: Deployment) -> tuple[Predictor, Route]:
         candidate = deployment.preview
@@ -218,17 +254,23 @@ class ModelSlot:
         request = RideRequest(
             pu, do, distance, ride_id, user_id, started, route, deployment.rollout_id
         )
-        value = await self._batcher(predictor, route.arm).predict(request)
+        lane = self._lane(predictor, route.arm)
+        if lane.answer is not None:
+            try:
+                value = lane.answer(pu, do, distance)
+            except Exception:  # never expected of a lookup; the batcher's path handles failures
+                pass
+            else:
+                request.answered = time.perf_counter()
+                lane.recorder.add(request, value)
+                return value, predictor.version
+        value = await lane.batcher.predict(request)
         return value, request.answered_by or predictor.version
 
     def _predict_items(self, predictor: Predictor, items: Sequence[RideRequest]) -> list[float]:
         """The micro-batcher's model call: many single-ride requests of one version."""
         n = len(items)
-        arrays = RideArrays(
-            pu=np.fromiter((i.pu for i in items), dtype=np.int64, count=n),
-            do=np.fromiter((i.do for i in items), dtype=np.int64, count=n),
-            distance=np.fromiter((i.distance for i in items), dtype=np.float64, count=n),
-        )
+        arrays = _arrays_of(items)
         first = items[0]
         arm = first.route.arm
         try:
@@ -239,7 +281,29 @@ class ModelSlot:
             predictions = predictor.predict_arrays(arrays)
             for item in items:
                 item.answered_by = predictor.version
-        version = predictor.version
+        self._record(predictor.version, arm, items, arrays, predictions)
+        return predictions.tolist()  # type: ignore[no-any-return]
+
+    def _record_answers(
+        self, predictor: Predictor, items: Sequence[RideRequest], answers: Sequence[float]
+    ) -> None:
+        """What follows a run of inline answers: the same as after a batch's model call."""
+        n = len(items)
+        arrays = _arrays_of(items)
+        predictions = np.fromiter(answers, dtype=np.float64, count=n)
+        self._record(predictor.version, items[0].route.arm, items, arrays, predictions)
+
+    def _record(
+        self,
+        version: str,
+        arm: str,
+        items: Sequence[RideRequest],
+        arrays: RideArrays,
+        predictions: np.ndarray,
+    ) -> None:
+        """Metrics, the shadow copy and the prediction log of answered single-ride requests."""
+        n = len(items)
+        first = items[0]
         self.tally.record_batch(self.name, version, predictions)
         shadowed = [k for k, i in enumerate(items) if i.route.shadow_version is not None]
         request_ids: list[Any] | None = None
@@ -252,6 +316,7 @@ class ModelSlot:
             self._shadow(arrays, items, shadowed, request_ids, first.rollout_id)
         if self.prediction_log is not None:
             now = time.perf_counter()
+            latencies = [((i.answered or now) - i.arrived) * 1000.0 for i in items]
             self.prediction_log.log(
                 PredictionBatch(
                     self.name,
@@ -261,7 +326,7 @@ class ModelSlot:
                     arrays.do,
                     arrays.distance,
                     predictions,
-                    [(now - i.arrived) * 1000.0 for i in items],
+                    latencies,
                     [i.ride_id for i in items],
                     [i.user_id for i in items],
                     arm=arm,
@@ -269,7 +334,6 @@ class ModelSlot:
                     request_ids=request_ids,
                 )
             )
-        return predictions.tolist()  # type: ignore[no-any-return]
 
     def _shadow(
         self,
